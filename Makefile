@@ -1,0 +1,37 @@
+# fluxserve: `make run` installs what is missing and serves; `make test` runs the whole suite.
+HOST     ?= 127.0.0.1
+PORT     ?= 8000
+TLS_PORT ?= 8443
+DATA_DIR ?= data
+MODEL    ?= $(DATA_DIR)/models/flux-schnell-tiny
+PYTHON   ?= python3
+PYTEST_ARGS ?=
+
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install tiny-model clean
+
+# Reinstall only when the pinned dependencies change, so a second `make run` starts in seconds.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(MODEL)/model_index.json: | $(STAMP)
+	$(PY) -m fluxserve make-tiny-model $(MODEL)
+
+tiny-model: $(MODEL)/model_index.json
+
+run: $(STAMP) $(MODEL)/model_index.json
+	$(PY) -m fluxserve serve --host $(HOST) --port $(PORT) --tls-port $(TLS_PORT) \
+		--data-dir $(DATA_DIR) --model $(MODEL)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR)

@@ -1,0 +1,1 @@
+"""The HTTP layer: FastAPI routes and pydantic schemas. Never imports torch."""

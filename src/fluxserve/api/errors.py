@@ -1,0 +1,32 @@
+"""Domain errors -> fal-shaped HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from fluxserve.errors import InputError, NotFound
+
+log = logging.getLogger(__name__)
+
+
+async def input_error(request: Request, exc: InputError) -> JSONResponse:
+    item = {"loc": ["body", exc.field], "msg": exc.message, "type": exc.kind}
+    return JSONResponse({"detail": [item]}, status_code=422)
+
+
+async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+    return JSONResponse({"detail": f"Not found: {exc}"}, status_code=404)
+
+
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "Internal server error", "error_type": "internal_error"}, status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(InputError, input_error)  # type: ignore[arg-type]
+    app.add_exception_handler(NotFound, not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,121 @@
+"""The job record every layer shares, and the one state machine it moves through.
+
+A request becomes a Job when the API accepts it. A worker claims it, runs it, and writes exactly one
+terminal state: completed, failed or cancelled. The allowed transitions are written here and nowhere else;
+stores apply them with conditional updates so two writers can never both win.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+# to-state -> the states it may be entered from.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.RUNNING: frozenset({JobStatus.QUEUED}),
+    # A running job goes back to the queue when its worker's lease expires.
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING}),
+    JobStatus.COMPLETED: frozenset({JobStatus.RUNNING}),
+    JobStatus.FAILED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
+    JobStatus.CANCELLED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
+}
+
+
+def can_transition(current: JobStatus, target: JobStatus) -> bool:
+    return current in TRANSITIONS[target]
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """What to generate, fully resolved by the API: sizes rounded, seed drawn. Engine-agnostic."""
+
+    kind: str  # "text" (the schnell endpoint); Redux adds "redux"
+    prompt: str
+    width: int
+    height: int
+    num_inference_steps: int
+    seed: int
+    num_images: int
+    guidance_scale: float
+    enable_safety_checker: bool
+    output_format: str  # "jpeg" | "png"
+    sync_mode: bool
+    acceleration: str
+    # Where the API was reached, so stored image URLs point back at it.
+    base_url: str
+
+    @property
+    def image_seeds(self) -> list[int]:
+        """Image k uses seed + k, so image 0 of a batch is the image of num_images=1 with that seed."""
+        return [(self.seed + k) % 2**64 for k in range(self.num_images)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationSpec:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class JobError:
+    """A failure as the client will see it: HTTP status, fal's error_type, and the response body."""
+
+    status_code: int
+    error_type: str
+    detail: Any
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, "error_type": self.error_type}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobError:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    message: str
+    timestamp: float
+    level: str = "INFO"
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class Job:
+    id: str
+    app: str
+    spec: GenerationSpec
+    status: JobStatus = JobStatus.QUEUED
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    output: dict[str, Any] | None = None
+    error: JobError | None = None
+    worker_id: str | None = None
+    lease_until: float | None = None

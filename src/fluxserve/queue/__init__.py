@@ -1,0 +1,1 @@
+"""The job store: one interface (base.JobStore), one backend per deployment shape."""

@@ -1,0 +1,1 @@
+"""Blob storage for generated images (and, later, uploads)."""

@@ -1,0 +1,62 @@
+"""Fakes for fast tests: an engine with no torch, and a clock tests move by hand."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from PIL import Image
+
+from fluxserve.jobs import GenerationSpec
+
+
+@dataclass
+class FakeGenerated:
+    images: list[Any]
+    has_nsfw_concepts: list[bool]
+    timings: dict[str, float] = field(default_factory=lambda: {"inference": 0.001})
+
+
+class FakeEngine:
+    """Solid images whose colour comes from the seed. Prompts in `fail_on` raise, like a model error."""
+
+    def __init__(self, fail_on: tuple[str, ...] = ("explode",)) -> None:
+        self.fail_on = fail_on
+        self.calls: list[GenerationSpec] = []
+        self.lock = threading.Lock()
+
+    def generate(self, spec: GenerationSpec, on_step: Callable[[int, int], None] = lambda s, t: None) -> Any:
+        with self.lock:
+            self.calls.append(spec)
+        if spec.prompt in self.fail_on:
+            raise RuntimeError(f"forced failure for prompt {spec.prompt!r}")
+        for step in range(1, spec.num_inference_steps + 1):
+            on_step(step, spec.num_inference_steps)
+        colours = [((s * 37) % 256, (s * 91) % 256, (s * 53) % 256) for s in spec.image_seeds]
+        images = [Image.new("RGB", (spec.width, spec.height), colour) for colour in colours]
+        return FakeGenerated(images=images, has_nsfw_concepts=[False] * len(images))
+
+
+class FailingEngine:
+    """Wraps a real engine; prompts in `fail_on` raise inside generation, everything else runs for real."""
+
+    def __init__(self, engine: Any, fail_on: tuple[str, ...] = ("explode",)) -> None:
+        self.engine = engine
+        self.fail_on = fail_on
+
+    def generate(self, spec: GenerationSpec, on_step: Callable[[int, int], None] = lambda s, t: None) -> Any:
+        if spec.prompt in self.fail_on:
+            raise RuntimeError(f"forced failure for prompt {spec.prompt!r}")
+        return self.engine.generate(spec, on_step=on_step)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -1,0 +1,35 @@
+"""Flags and FLUXSERVE_* variables become Settings once, at the edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fluxserve.cli import build_parser, settings_from_args
+
+
+def settings(argv, env=None):
+    return settings_from_args(build_parser(env or {}).parse_args(["serve", *argv]))
+
+
+def test_defaults_are_the_embedded_setup():
+    s = settings([])
+    assert (s.api.host, s.api.port, s.api.tls_port) == ("127.0.0.1", 8000, 8443)
+    assert s.queue.db_path == Path("data/jobs.sqlite3")
+    assert s.storage.root == Path("data/files")
+    assert s.engine.model_path == Path("data/models/flux-schnell-tiny")
+    assert (s.engine.device, s.engine.dtype) == ("auto", "auto")
+    assert s.api.max_pixels == 2048 * 2048
+
+
+def test_flags_override():
+    s = settings(["--port", "9000", "--tls-port", "9443", "--data-dir", "/tmp/x", "--model", "/m",
+                  "--device", "cpu", "--dtype", "bfloat16", "--safety-checker", "none"])  # fmt: skip
+    assert (s.api.port, s.api.tls_port, s.data_dir) == (9000, 9443, Path("/tmp/x"))
+    assert s.queue.db_path == Path("/tmp/x/jobs.sqlite3")
+    assert s.engine.model_path == Path("/m") and s.engine.dtype == "bfloat16"
+    assert s.engine.safety_disabled and s.engine.safety_checker_path is None
+
+
+def test_environment_gives_defaults_and_tls_port_zero_disables_https():
+    s = settings([], env={"FLUXSERVE_PORT": "9100", "FLUXSERVE_TLS_PORT": "0", "FLUXSERVE_MAX_PIXELS": "100"})
+    assert s.api.port == 9100 and s.api.tls_port is None and s.api.max_pixels == 100

@@ -1,0 +1,139 @@
+"""The JobStore contract. Every backend runs this same suite (SQLite now; Redis joins the parametrisation)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from fluxserve.jobs import GenerationSpec, Job, JobError, JobStatus, LogLine, new_job_id
+from fluxserve.queue.sqlite import SQLiteJobStore
+from tests.fakes import FakeClock
+
+SPEC = GenerationSpec(
+    kind="text", prompt="p", width=64, height=64, num_inference_steps=1, seed=1, num_images=1,
+    guidance_scale=3.5, enable_safety_checker=True, output_format="jpeg", sync_mode=False,
+    acceleration="none", base_url="http://h",
+)  # fmt: skip
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request, tmp_path, clock):
+    store = SQLiteJobStore.open(tmp_path / "jobs.sqlite3", clock=clock)
+    yield store
+    store.close()
+
+
+def submit(store, app="fal-ai/flux/schnell") -> Job:
+    job = Job(id=new_job_id(), app=app, spec=SPEC)
+    store.submit(job)
+    return job
+
+
+def test_submit_then_get(store):
+    job = submit(store)
+    got = store.get(job.id)
+    assert got.status is JobStatus.QUEUED and got.spec == SPEC and got.app == job.app
+    assert store.get("missing") is None
+
+
+def test_claim_is_fifo_and_positions_count_jobs_ahead(store):
+    jobs = [submit(store) for _ in range(3)]
+    assert [store.queue_position(j.id) for j in jobs] == [0, 1, 2]
+    claimed = store.claim("w", lease_s=10)
+    assert claimed.id == jobs[0].id and claimed.status is JobStatus.RUNNING and claimed.worker_id == "w"
+    assert store.queue_position(jobs[0].id) is None
+    assert [store.queue_position(j.id) for j in jobs[1:]] == [0, 1]
+
+
+def test_claim_on_empty_queue(store):
+    assert store.claim("w", lease_s=10) is None
+
+
+def test_complete_records_output_once(store):
+    job = submit(store)
+    store.claim("w", 10)
+    assert store.complete(job.id, {"images": []})
+    assert not store.complete(job.id, {"images": ["again"]})
+    assert not store.fail(job.id, JobError(500, "internal_error", "late"))
+    got = store.get(job.id)
+    assert got.status is JobStatus.COMPLETED and got.output == {"images": []} and got.finished_at
+
+
+def test_fail_records_error(store):
+    job = submit(store)
+    store.claim("w", 10)
+    assert store.fail(job.id, JobError(500, "internal_error", "boom"))
+    got = store.get(job.id)
+    assert got.status is JobStatus.FAILED and got.error == JobError(500, "internal_error", "boom")
+
+
+def test_queued_job_cannot_complete(store):
+    job = submit(store)
+    assert not store.complete(job.id, {})
+    assert store.get(job.id).status is JobStatus.QUEUED
+
+
+def test_cancel_wins_exactly_once_against_complete(store):
+    job = submit(store)
+    store.claim("w", 10)
+    results = []
+    barrier = threading.Barrier(2)
+
+    def race(action):
+        barrier.wait()
+        results.append(action())
+
+    threads = [
+        threading.Thread(target=race, args=(lambda: store.cancel(job.id),)),
+        threading.Thread(target=race, args=(lambda: store.complete(job.id, {}),)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, True]
+    assert store.get(job.id).status in (JobStatus.CANCELLED, JobStatus.COMPLETED)
+
+
+def test_expired_lease_requeues_at_its_old_place(store, clock):
+    first, second = submit(store), submit(store)
+    store.claim("dead-worker", lease_s=5)
+    clock.advance(4)
+    assert store.requeue_expired() == []
+    clock.advance(2)
+    assert store.requeue_expired() == [first.id]
+    assert store.queue_position(first.id) == 0 and store.queue_position(second.id) == 1
+    assert store.claim("w2", 5).id == first.id
+
+
+def test_renewed_lease_is_not_requeued(store, clock):
+    job = submit(store)
+    store.claim("w", lease_s=5)
+    clock.advance(4)
+    assert store.renew_lease(job.id, "w", 5)
+    assert not store.renew_lease(job.id, "someone-else", 5)
+    clock.advance(4)
+    assert store.requeue_expired() == []
+
+
+def test_logs_in_order(store):
+    job = submit(store)
+    for i in range(3):
+        store.append_log(job.id, LogLine(message=f"step {i}", timestamp=float(i)))
+    assert [line.message for line in store.logs(job.id)] == ["step 0", "step 1", "step 2"]
+
+
+def test_jobs_survive_reopening(tmp_path, clock):
+    path = tmp_path / "jobs.sqlite3"
+    store = SQLiteJobStore.open(path, clock=clock)
+    job = submit(store)
+    store.close()
+    reopened = SQLiteJobStore.open(path, clock=clock)
+    assert reopened.get(job.id).status is JobStatus.QUEUED
+    reopened.close()
