@@ -6,67 +6,98 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from fluxserve.config import ApiSettings, EngineSettings, QueueSettings, Settings, StorageSettings
+from fluxserve.config import (
+    ApiSettings,
+    EngineSettings,
+    QueueSettings,
+    Settings,
+    StorageSettings,
+    UrlSettings,
+    WebhookSettings,
+)
 from tests.fakes import FakeEngine
 
 
-def make_settings(data_dir: Path, model_path: Path | None = None, **api: Any) -> Settings:
+# Tests send webhooks to receivers on loopback only, which the operator must allow explicitly.
+LOOPBACK_ONLY = UrlSettings(allowed_networks=("127.0.0.0/8",))
+FAST_WEBHOOKS = WebhookSettings(max_attempts=4, first_delay_s=0.2, factor=2.0, timeout_s=5, poll_interval_s=0.05)
+
+
+def make_settings(data_dir: Path, model_path: Path | None = None, queue: dict | None = None, **api: Any) -> Settings:
     api.setdefault("port", 0)
     api.setdefault("tls_port", 0)
     return Settings(
         data_dir=data_dir,
         api=ApiSettings(**api),
-        queue=QueueSettings(db_path=data_dir / "jobs.sqlite3", poll_interval_s=0.01),
+        queue=QueueSettings(db_path=data_dir / "jobs.sqlite3", poll_interval_s=0.01, **(queue or {})),
         storage=StorageSettings(root=data_dir / "files"),
         engine=EngineSettings(model_path=model_path or data_dir / "no-model"),
+        webhooks=FAST_WEBHOOKS,
+        urls=LOOPBACK_ONLY,
     )
 
 
 @dataclass
 class LiveServer:
-    service: Any
-    thread: threading.Thread
+    """The real API process and a worker, as threads of the test process (engine injectable)."""
+
+    api: Any
+    worker: Any
+    threads: list[threading.Thread]
+
+    @property
+    def store(self) -> Any:
+        return self.api.store
 
     @property
     def url(self) -> str:
-        return self.service.url("http")
+        return self.api.url("http")
 
     @property
     def https_url(self) -> str:
-        return self.service.url("https")
+        return self.api.url("https")
 
     @property
     def cert(self) -> Path:
-        return Path(self.service.tls_files()[0])
+        return Path(self.api.tls_files()[0])
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)
 
     def stop(self) -> None:
-        self.service.request_stop()
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive(), "service did not stop"
+        self.api.request_stop()
+        self.worker.stop()
+        for thread in self.threads:
+            thread.join(timeout=30)
+            assert not thread.is_alive(), f"{thread.name} did not stop"
 
 
 def start_live_server(settings: Settings, engine: Any) -> LiveServer:
-    from fluxserve.server import Service
+    from fluxserve.engine.worker import Worker, WorkerConfig
+    from fluxserve.server import ApiServer, open_blobs, open_store
 
-    service = Service(settings, engine)
-    thread = threading.Thread(target=lambda: asyncio.run(service.serve()), daemon=True)
-    thread.start()
+    api = ApiServer(settings)
+    config = WorkerConfig(worker_id="test-worker", lease_s=settings.queue.lease_s, idle_sleep_s=0.005)
+    worker = Worker(open_store(settings), open_blobs(settings), engine, config)
+    threads = [
+        threading.Thread(target=lambda: asyncio.run(api.serve()), name="api", daemon=True),
+        threading.Thread(target=worker.run_forever, name="worker", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
     deadline = time.monotonic() + 20
-    while not service.started:
-        assert time.monotonic() < deadline, "service did not start"
-        assert thread.is_alive(), "service thread died at start"
+    while not api.started:
+        assert time.monotonic() < deadline, "server did not start"
+        assert threads[0].is_alive(), "server thread died at start"
         time.sleep(0.01)
-    return LiveServer(service=service, thread=thread)
+    return LiveServer(api=api, worker=worker, threads=threads)
 
 
 @pytest.fixture
@@ -111,5 +142,3 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_engine: Any) -> I
     yield server
     server.stop()
 
-
-__all__ = ["LiveServer", "make_settings", "replace", "start_live_server"]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image
 
@@ -21,18 +22,26 @@ class FakeGenerated:
 class FakeEngine:
     """Solid images whose colour comes from the seed. Prompts in `fail_on` raise, like a model error."""
 
-    def __init__(self, fail_on: tuple[str, ...] = ("explode",)) -> None:
+    def __init__(self, fail_on: tuple[str, ...] = ("explode",), step_s: float = 0.0) -> None:
         self.fail_on = fail_on
+        self.step_s = step_s
+        # Clear it to hold every job at its first step (to build a queue behind it); set it to release.
+        self.gate = threading.Event()
+        self.gate.set()
         self.calls: list[GenerationSpec] = []
         self.lock = threading.Lock()
 
-    def generate(self, spec: GenerationSpec, on_step: Callable[[int, int], None] = lambda s, t: None) -> Any:
+    def generate(self, spec: GenerationSpec, progress: Any = None) -> Any:
         with self.lock:
             self.calls.append(spec)
         if spec.prompt in self.fail_on:
             raise RuntimeError(f"forced failure for prompt {spec.prompt!r}")
-        for step in range(1, spec.num_inference_steps + 1):
-            on_step(step, spec.num_inference_steps)
+        if progress is not None:
+            progress.stage("denoise")
+            for step in range(1, spec.num_inference_steps + 1):
+                self.gate.wait()
+                time.sleep(self.step_s)
+                progress.step(step, spec.num_inference_steps)
         colours = [((s * 37) % 256, (s * 91) % 256, (s * 53) % 256) for s in spec.image_seeds]
         images = [Image.new("RGB", (spec.width, spec.height), colour) for colour in colours]
         return FakeGenerated(images=images, has_nsfw_concepts=[False] * len(images))
@@ -45,10 +54,10 @@ class FailingEngine:
         self.engine = engine
         self.fail_on = fail_on
 
-    def generate(self, spec: GenerationSpec, on_step: Callable[[int, int], None] = lambda s, t: None) -> Any:
+    def generate(self, spec: GenerationSpec, progress: Any = None) -> Any:
         if spec.prompt in self.fail_on:
             raise RuntimeError(f"forced failure for prompt {spec.prompt!r}")
-        return self.engine.generate(spec, on_step=on_step)
+        return self.engine.generate(spec, progress)
 
 
 class FakeClock:

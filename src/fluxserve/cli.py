@@ -1,4 +1,9 @@
-"""The command line: the edge where flags and FLUXSERVE_* variables become typed Settings, once."""
+"""The command line: the edge where flags and FLUXSERVE_* variables become typed Settings, once.
+
+serve   the API and N workers as separate processes under one supervisor (the default deployment)
+api     only the HTTP API (+ upkeep and webhook delivery)
+worker  only a worker: loads the model, claims jobs from the store
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,12 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
+import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from fluxserve.config import (
     DEFAULT_MAX_PIXELS,
@@ -18,40 +26,71 @@ from fluxserve.config import (
     QueueSettings,
     Settings,
     StorageSettings,
+    UrlSettings,
+    WebhookSettings,
 )
 from fluxserve.errors import ModelLoadError
+from fluxserve.supervisor import CONFIG_ERROR
 
 log = logging.getLogger("fluxserve")
+FATAL_WORKER_EXIT = 3
 
 
-def _serve_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None:
-    def default(name: str, fallback: str) -> str:
-        return env.get(f"FLUXSERVE_{name}", fallback)
+class Flags:
+    """Adds flags whose defaults come from FLUXSERVE_<NAME> variables (read here, at the edge, only)."""
 
-    p = sub.add_parser("serve", help="run the API and a worker in one process")
-    p.add_argument("--host", default=default("HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(default("PORT", "8000")))
-    p.add_argument("--tls-port", type=int, default=int(default("TLS_PORT", "8443")),
-                   help="HTTPS port for fal_client (0 turns HTTPS off)")  # fmt: skip
-    p.add_argument("--tls-cert", type=Path, default=env.get("FLUXSERVE_TLS_CERT"))
-    p.add_argument("--tls-key", type=Path, default=env.get("FLUXSERVE_TLS_KEY"))
-    p.add_argument("--data-dir", type=Path, default=Path(default("DATA_DIR", "data")))
-    p.add_argument("--model", type=Path, default=env.get("FLUXSERVE_MODEL"),
-                   help="diffusers folder in the FLUX.1-schnell layout (default: <data-dir>/models/flux-schnell-tiny)")  # fmt: skip
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=default("DEVICE", "auto"))
-    p.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], default=default("DTYPE", "auto"))
-    p.add_argument("--safety-checker", default=env.get("FLUXSERVE_SAFETY_CHECKER"),
-                   help="folder of a StableDiffusionSafetyChecker (default: next to the model); 'none' disables it")  # fmt: skip
-    p.add_argument("--public-url", default=env.get("FLUXSERVE_PUBLIC_URL"),
-                   help="absolute base URL for image URLs (default: the URL each request came in on)")  # fmt: skip
-    p.add_argument("--max-pixels", type=int, default=int(default("MAX_PIXELS", str(DEFAULT_MAX_PIXELS))),
-                   help="largest width*height per image; larger requests get a 422")  # fmt: skip
+    def __init__(self, parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+        self.parser, self.env = parser, env
+
+    def add(self, flag: str, type_: Any = str, default: Any = None, **kwargs: Any) -> None:
+        variable = "FLUXSERVE_" + flag.lstrip("-").replace("-", "_").upper()
+        raw = self.env.get(variable)
+        value = type_(raw) if raw is not None else default
+        self.parser.add_argument(flag, type=type_, default=value, help=kwargs.pop("help", None), **kwargs)
+
+
+def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    f = Flags(parser, env)
+    f.add("--host", default="127.0.0.1")
+    f.add("--port", int, 8000)
+    f.add("--tls-port", int, 8443, help="HTTPS port for fal_client (0 turns HTTPS off)")
+    f.add("--tls-cert", Path)
+    f.add("--tls-key", Path)
+    f.add("--data-dir", Path, Path("data"))
+    f.add("--model", Path, help="diffusers folder in the FLUX.1-schnell layout "
+          "(default: <data-dir>/models/flux-schnell-tiny)")  # fmt: skip
+    f.add("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    f.add("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    f.add("--safety-checker", help="folder of a StableDiffusionSafetyChecker (default: next to the model); "
+          "'none' disables it")  # fmt: skip
+    f.add("--public-url", help="absolute base URL for image and queue URLs "
+          "(default: the URL each request came in on)")  # fmt: skip
+    f.add("--max-pixels", int, DEFAULT_MAX_PIXELS, help="largest width*height per image; larger requests get a 422")
+    f.add("--workers", int, 1, help="worker processes `serve` starts (one per GPU)")
+    f.add("--worker-id", help="this worker's name in leases and logs (default: host-pid)")
+    f.add("--lease-seconds", float, 30.0, help="a job whose worker stops renewing its lease this long is requeued")
+    f.add("--max-attempts", int, 3, help="times a job is started before a dying worker makes it fail")
+    f.add("--max-queue-length", int, 10_000, help="queued requests beyond this get a 429")
+    f.add("--retention-hours", float, 7 * 24.0, help="how long results and their files are kept")
+    f.add("--webhook-attempts", int, 10, help="tries per webhook (fal: 10 over about 2 hours)")
+    f.add("--webhook-first-delay", float, 15.0, help="seconds before the first retry; doubles each time")
+    parser.add_argument(
+        "--allow-private-urls", action="store_true",
+        default=env.get("FLUXSERVE_ALLOW_PRIVATE_URLS", "").lower() in ("1", "true", "yes"),
+        help="let webhooks and image URLs reach loopback and private networks",
+    )  # fmt: skip
+    f.add("--allow-network", action="append", help="a CIDR webhooks and image URLs may reach (repeatable)")
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fluxserve", description="FLUX.1 [schnell] with fal.ai's API")
     sub = parser.add_subparsers(dest="command", required=True)
-    _serve_parser(sub, env)
+    for name, help_ in (
+        ("serve", "run the API and the workers as processes under one supervisor"),
+        ("api", "run only the HTTP API"),
+        ("worker", "run only a worker"),
+    ):
+        add_server_flags(sub.add_parser(name, help=help_), env)
     tiny = sub.add_parser("make-tiny-model", help="build tiny random FLUX.1 [schnell] models for demos and tests")
     tiny.add_argument("dir", type=Path)
     return parser
@@ -66,7 +105,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             host=args.host, port=args.port, tls_port=args.tls_port or None, tls_cert=args.tls_cert,
             tls_key=args.tls_key, public_url=args.public_url, max_pixels=args.max_pixels,
         ),  # fmt: skip
-        queue=QueueSettings(db_path=data_dir / "jobs.sqlite3"),
+        queue=QueueSettings(
+            db_path=data_dir / "jobs.sqlite3", lease_s=args.lease_seconds, max_attempts=args.max_attempts,
+            max_queue_length=args.max_queue_length, retention_s=args.retention_hours * 3600,
+        ),  # fmt: skip
         storage=StorageSettings(root=data_dir / "files"),
         engine=EngineSettings(
             model_path=args.model or data_dir / TINY_MODEL_SUBDIR,
@@ -75,19 +117,23 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             safety_checker_path=Path(safety) if safety and safety != "none" else None,
             safety_disabled=safety == "none",
         ),
+        webhooks=WebhookSettings(max_attempts=args.webhook_attempts, first_delay_s=args.webhook_first_delay),
+        urls=UrlSettings(allow_private=args.allow_private_urls, allowed_networks=tuple(args.allow_network or ())),
+        worker_id=args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
     )
 
 
-def banner(service: object, settings: Settings) -> str:
-    http = service.url("http")  # type: ignore[attr-defined]
+def banner(server: Any, settings: Settings) -> str:
+    http = server.url("http")
     lines = [
         f"fluxserve: FLUX.1 [schnell] from {settings.engine.model_path}",
         f"  run endpoint   {http}/fal-ai/flux/schnell",
+        f"  queue          {http}/queue/fal-ai/flux/schnell",
         f"  API docs       {http}/docs   (OpenAPI: {http}/openapi.json)",
     ]
     if settings.api.tls_port is not None:
-        https = service.url("https")  # type: ignore[attr-defined]
-        cert, _ = service.tls_files()  # type: ignore[attr-defined]
+        https = server.url("https")
+        cert, _ = server.tls_files()
         hostport = https.removeprefix("https://")
         lines += [
             f"  over HTTPS     {https}/fal-ai/flux/schnell",
@@ -101,19 +147,62 @@ def banner(service: object, settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def serve(settings: Settings) -> int:
-    from fluxserve.engine.pipeline import FluxEngine
-    from fluxserve.server import Service, serve_until_signalled
+def check_model(settings: Settings) -> None:
+    """The model folder and safety checker, checked before any process starts (no torch import)."""
+    from fluxserve.engine.loading import require_model_dir
+    from fluxserve.engine.safety import require_safety_checker
+
+    require_model_dir(settings.engine.model_path)
+    if not settings.engine.safety_disabled:
+        require_safety_checker(settings.engine.safety_checker_path or settings.engine.model_path)
+
+
+def run_api(settings: Settings) -> int:
+    from fluxserve.server import ApiServer, serve_until_signalled
 
     try:
-        engine = FluxEngine.load(settings.engine)
-    except ModelLoadError as exc:
-        print(f"fluxserve: cannot start: {exc}", file=sys.stderr)
-        return 2
-    service = Service(settings, engine)
-    print(banner(service, settings), flush=True)
-    asyncio.run(serve_until_signalled(service))
+        server = ApiServer(settings)
+    except OSError as exc:
+        print(f"fluxserve: cannot start the API: {exc}", file=sys.stderr)
+        return CONFIG_ERROR
+    print(banner(server, settings), flush=True)
+    asyncio.run(serve_until_signalled(server))
     return 0
+
+
+def run_worker(settings: Settings) -> int:
+    from fluxserve.engine.pipeline import FluxEngine
+    from fluxserve.engine.worker import FatalWorkerError, Worker, WorkerConfig
+    from fluxserve.server import open_blobs, open_store
+
+    engine = FluxEngine.load(settings.engine)
+    config = WorkerConfig(
+        worker_id=settings.worker_id, lease_s=settings.queue.lease_s, max_attempts=settings.queue.max_attempts
+    )
+    worker = Worker(open_store(settings), open_blobs(settings), engine, config)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: worker.stop())  # finish the job in flight, then exit
+    try:
+        worker.run_forever()
+    except FatalWorkerError as exc:
+        print(f"fluxserve worker {settings.worker_id}: device is suspect, exiting: {exc}", file=sys.stderr)
+        return FATAL_WORKER_EXIT
+    return 0
+
+
+def run_supervised(settings: Settings, argv: list[str], workers: int) -> int:
+    from fluxserve.supervisor import Child, Supervisor
+
+    check_model(settings)
+    base = [sys.executable, "-m", "fluxserve"]
+    flags = argv[argv.index("serve") + 1 :]
+    host = socket.gethostname()
+    children = [Child("api", [*base, "api", *flags])]
+    children += [
+        Child(f"worker-{i}", [*base, "worker", *flags, "--worker-id", f"{host}-worker-{i}"])
+        for i in range(workers)
+    ]
+    return Supervisor(children).run()
 
 
 def make_tiny_model(target: Path) -> int:
@@ -128,8 +217,18 @@ def make_tiny_model(target: Path) -> int:
 
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser(env).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "make-tiny-model":
         return make_tiny_model(args.dir)
-    return serve(settings_from_args(args))
+    settings = settings_from_args(args)
+    try:
+        if args.command == "api":
+            return run_api(settings)
+        if args.command == "worker":
+            return run_worker(settings)
+        return run_supervised(settings, argv, args.workers)
+    except ModelLoadError as exc:
+        print(f"fluxserve: cannot start: {exc}", file=sys.stderr)
+        return CONFIG_ERROR

@@ -22,12 +22,45 @@ class ApiSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
+DAY_S = 24 * 3600.0
+
+
 @dataclass(frozen=True)
 class QueueSettings:
     db_path: Path
-    # How often a waiting request re-reads its job while no in-process notification arrives.
+    # How often a waiting request (sync run, status stream) re-reads its job from the store.
     poll_interval_s: float = 0.05
-    lease_s: float = 60.0
+    # A worker renews its job's lease every lease_s/3; a job whose lease runs out is requeued.
+    lease_s: float = 30.0
+    # A job whose workers died this many times fails instead of being requeued again.
+    max_attempts: int = 3
+    # Submissions beyond this many queued requests get a 429 (fal_max_queue_length can lower it).
+    max_queue_length: int = 10_000
+    # Finished results and their files are removed after this long.
+    retention_s: float = 7 * DAY_S
+    sweep_interval_s: float = 60.0
+    # Comment lines on an idle status stream, so proxies and clients do not time it out.
+    keepalive_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    # fal's default: 10 tries over about two hours.
+    max_attempts: int = 10
+    first_delay_s: float = 15.0
+    factor: float = 2.0
+    max_delay_s: float = 3600.0
+    timeout_s: float = 15.0
+    poll_interval_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class UrlSettings:
+    """Which addresses untrusted URLs (webhooks, image_url) may reach."""
+
+    # Loopback and private networks are refused unless the operator allows them.
+    allow_private: bool = False
+    allowed_networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,7 +86,13 @@ class Settings:
     queue: QueueSettings
     storage: StorageSettings
     engine: EngineSettings
-    worker_id: str = field(default="worker-0")
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    urls: UrlSettings = field(default_factory=UrlSettings)
+    worker_id: str = "worker-0"
+
+    @property
+    def webhook_key_path(self) -> Path:
+        return self.data_dir / "webhook-ed25519.pem"
 
     @property
     def tls_dir(self) -> Path:

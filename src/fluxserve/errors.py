@@ -10,11 +10,12 @@ class FluxserveError(Exception):
 class InputError(FluxserveError):
     """A request field is valid JSON but not acceptable (e.g. too many pixels)."""
 
-    def __init__(self, field: str, message: str, kind: str = "value_error") -> None:
+    def __init__(self, field: str, message: str, kind: str = "value_error", location: str = "body") -> None:
         super().__init__(message)
         self.field = field
         self.message = message
         self.kind = kind
+        self.location = location  # body | query | header, as in FastAPI's own 422s
 
 
 class NotFound(FluxserveError):
@@ -27,3 +28,7 @@ class ModelLoadError(FluxserveError):
 
 class GenerationError(FluxserveError):
     """The model failed on one job; that job fails, the worker goes on."""
+
+
+class JobCancelled(FluxserveError):
+    """The job was cancelled (or taken from this worker) while it ran; raised between denoising steps."""

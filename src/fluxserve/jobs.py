@@ -82,10 +82,28 @@ class JobError:
     status_code: int
     error_type: str
     detail: Any
+    # fal marks a start deadline the user set that ran out ("user"); clients then do not retry.
+    timeout_type: str | None = None
 
     @property
     def body(self) -> dict[str, Any]:
         return {"detail": self.detail, "error_type": self.error_type}
+
+    @classmethod
+    def generation_failed(cls, exc: BaseException) -> JobError:
+        return cls(500, "internal_error", f"Generation failed: {type(exc).__name__}: {exc}")
+
+    @classmethod
+    def start_timeout(cls) -> JobError:
+        return cls(504, "request_timeout", "Request timed out before it started", timeout_type="user")
+
+    @classmethod
+    def worker_lost(cls, attempts: int) -> JobError:
+        return cls(503, "runner_disconnected", f"The worker running this request died {attempts} times; gave up")
+
+    @classmethod
+    def cancelled(cls) -> JobError:
+        return cls(499, "client_cancelled", "Request was cancelled")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,3 +137,27 @@ class Job:
     error: JobError | None = None
     worker_id: str | None = None
     lease_until: float | None = None
+    # Times a worker claimed it; a job whose workers keep dying is given up after a limit.
+    attempts: int = 0
+    # fal's X-Fal-Request-Timeout: fail the job if no worker starts it by then.
+    start_deadline: float | None = None
+    gateway_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    webhook_url: str | None = None
+    # Stored blobs of the output, removed with the job when its retention ends.
+    blob_keys: list[str] = field(default_factory=list)
+
+    @property
+    def error_or_cancel(self) -> JobError | None:
+        """The failure a client is told about: the stored error, or the cancellation."""
+        if self.status is JobStatus.CANCELLED:
+            return JobError.cancelled()
+        return self.error
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """A terminal job's pending webhook, claimed by one dispatcher at a time."""
+
+    job_id: str
+    url: str
+    attempts: list[dict[str, Any]]

@@ -1,4 +1,4 @@
-"""The all-in-one service: the API on HTTP (+ HTTPS) and a worker thread, over one store and one blob folder.
+"""The API process: HTTP (+ HTTPS) listeners over one app, plus the store's upkeep and webhook delivery.
 
 Wiring only. Sockets are bound up front so port 0 works and callers learn the real ports before serving.
 """
@@ -10,7 +10,6 @@ import contextlib
 import logging
 import signal
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,20 +19,20 @@ import uvicorn
 from fluxserve import tls
 from fluxserve.api.app import create_app
 from fluxserve.config import Settings
-from fluxserve.engine.worker import Engine, Worker, WorkerConfig
 from fluxserve.queue.sqlite import SQLiteJobStore
 from fluxserve.storage.local import LocalBlobStore
+from fluxserve.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
-# How long in-flight HTTP requests get to finish when the service stops.
+# How long in-flight HTTP requests get to finish when the server stops.
 GRACEFUL_SHUTDOWN_S = 10
 
 
 class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        # Signals are handled once for the whole service (all listeners + worker), not per listener.
+        # Signals are handled once for the whole process (all listeners), not per listener.
         yield
 
 
@@ -57,20 +56,39 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class Service:
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+def open_store(settings: Settings) -> SQLiteJobStore:
+    return SQLiteJobStore.open(settings.queue.db_path)
+
+
+def open_blobs(settings: Settings) -> LocalBlobStore:
+    return LocalBlobStore.open(settings.storage.root)
+
+
+def webhook_dispatcher(settings: Settings, store: Any) -> Any:
+    from fluxserve.safe_http import SafeClient, UrlPolicy
+    from fluxserve.webhook_dispatch import WebhookDispatcher
+    from fluxserve.webhooks import RetryPolicy, WebhookSigner
+
+    hooks = settings.webhooks
+    policy = RetryPolicy(
+        max_attempts=hooks.max_attempts, first_delay_s=hooks.first_delay_s, factor=hooks.factor,
+        max_delay_s=hooks.max_delay_s, timeout_s=hooks.timeout_s,
+    )  # fmt: skip
+    urls = UrlPolicy(allow_private=settings.urls.allow_private, allowed_networks=settings.urls.allowed_networks)
+    signer = WebhookSigner.load_or_create(settings.webhook_key_path)
+    client = SafeClient(policy.client_policy(urls))
+    return WebhookDispatcher(store, client, signer, policy, hooks.poll_interval_s)
+
+
+class ApiServer:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = SQLiteJobStore.open(settings.queue.db_path)
-        self.blobs = LocalBlobStore.open(settings.storage.root)
-        self.app = create_app(settings.api, settings.queue, self.store, self.blobs)
-        self.worker = Worker(
-            self.store,
-            self.blobs,
-            engine,
-            WorkerConfig(worker_id=settings.worker_id, lease_s=settings.queue.lease_s),
-        )
+        self.store = open_store(settings)
+        self.blobs = open_blobs(settings)
+        self.dispatcher = webhook_dispatcher(settings, self.store)
+        self.app = create_app(settings.api, settings.queue, self.store, self.blobs, self.dispatcher.signer)
+        self.upkeep = Upkeep(self.store, self.blobs, settings.queue)
         self.listeners = self._bind_listeners()
-        self._worker_thread = threading.Thread(target=self.worker.run_forever, name="worker", daemon=True)
 
     def _listener(self, **ssl: Any) -> _QuietServer:
         config = uvicorn.Config(
@@ -107,27 +125,26 @@ class Service:
 
     @property
     def started(self) -> bool:
-        return all(e.server.started for e in self.listeners)
+        return all(listener.server.started for listener in self.listeners)
 
     async def serve(self) -> None:
-        self._worker_thread.start()
+        self.upkeep.start()
+        self.dispatcher.start()
         try:
-            await asyncio.gather(*(e.server.serve(sockets=[e.sock]) for e in self.listeners))
+            await asyncio.gather(*(li.server.serve(sockets=[li.sock]) for li in self.listeners))
         finally:
-            self.worker.stop()
-            # The job in flight finishes and records its terminal state before the store closes.
-            await asyncio.to_thread(self._worker_thread.join)
+            self.dispatcher.stop()
+            self.upkeep.stop()
             self.store.close()
 
     def request_stop(self) -> None:
-        """Idempotent: stop accepting, finish in-flight work, exit."""
+        """Idempotent: stop accepting, let in-flight requests finish, exit."""
         for listener in self.listeners:
             listener.server.should_exit = True
-        self.worker.stop()
 
 
-async def serve_until_signalled(service: Service) -> None:
+async def serve_until_signalled(server: ApiServer) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, service.request_stop)
-    await service.serve()
+        loop.add_signal_handler(sig, server.request_stop)
+    await server.serve()

@@ -148,5 +148,6 @@ def test_https_listener_serves_the_same_app(fake_server):
 def test_stop_is_idempotent(tmp_path):
     server = start_live_server(make_settings(tmp_path), FakeEngine())
     for _ in range(3):
-        server.service.request_stop()
+        server.api.request_stop()
+        server.worker.stop()
     server.stop()

@@ -96,7 +96,7 @@ def test_num_images_run_as_one_batched_call(tiny_engine, monkeypatch):
                           num_images=3, guidance_scale=3.5, enable_safety_checker=True, output_format="png",
                           sync_mode=False, acceleration="none", base_url="http://h")  # fmt: skip
     result = tiny_engine.generate(spec)
-    assert len(calls) == 1 and calls[0]["num_images_per_prompt"] == 3 and len(calls[0]["generator"]) == 3
+    assert len(calls) == 1 and len(calls[0]["generator"]) == 3 and calls[0]["prompt_embeds"].shape[0] == 3
     assert len(result.images) == 3
 
 

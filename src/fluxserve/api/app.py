@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 import fluxserve
 from fluxserve.api import errors
 from fluxserve.api.deps import Services
-from fluxserve.api.routes import files, ops, run
+from fluxserve.api.routes import files, ops, queue, run
 from fluxserve.config import ApiSettings, QueueSettings
 from fluxserve.queue.base import JobStore
 from fluxserve.storage.base import BlobStore
 
 
-def create_app(api: ApiSettings, queue: QueueSettings, store: JobStore, blobs: BlobStore) -> FastAPI:
+def create_app(
+    api: ApiSettings, queue_settings: QueueSettings, store: JobStore, blobs: BlobStore, signer: Any = None
+) -> FastAPI:
     app = FastAPI(
         title="fluxserve",
         version=fluxserve.__version__,
         description="FLUX.1 [schnell] with fal.ai's API, self-hosted.",
     )
-    app.state.services = Services(api=api, queue=queue, store=store, blobs=blobs)
+    app.state.services = Services(api=api, queue=queue_settings, store=store, blobs=blobs, signer=signer)
     errors.install(app)
     app.include_router(ops.router)
     app.include_router(files.router)
+    app.include_router(queue.router())
     app.include_router(run.router())
     return app

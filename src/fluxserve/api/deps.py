@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 
@@ -17,6 +18,8 @@ class Services:
     queue: QueueSettings
     store: JobStore
     blobs: BlobStore
+    # Signs webhooks; its public keys are published at /.well-known/jwks.json.
+    signer: Any = None
 
 
 def services(request: Request) -> Services:

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 async def input_error(request: Request, exc: InputError) -> JSONResponse:
-    item = {"loc": ["body", exc.field], "msg": exc.message, "type": exc.kind}
+    item = {"loc": [exc.location, exc.field], "msg": exc.message, "type": exc.kind}
     return JSONResponse({"detail": [item]}, status_code=422)
 
 

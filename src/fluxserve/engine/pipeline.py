@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Protocol
 
 from fluxserve.config import EngineSettings
 from fluxserve.engine import seeds
@@ -18,8 +20,21 @@ log = logging.getLogger(__name__)
 # FLUX.1 [schnell] was distilled with 256 T5 tokens; longer prompts are truncated, as on fal.
 MAX_SEQUENCE_LENGTH = 256
 
-# Called after each denoising step with (step, total).
-StepCallback = Callable[[int, int], None]
+
+class Progress(Protocol):
+    """What the engine reports while it works. Either method may raise JobCancelled to stop the job."""
+
+    def stage(self, name: str) -> None: ...
+
+    def step(self, step: int, total: int) -> None: ...
+
+
+class NoProgress:
+    def stage(self, name: str) -> None:
+        return None
+
+    def step(self, step: int, total: int) -> None:
+        return None
 
 
 @dataclass
@@ -29,8 +44,19 @@ class Generated:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _noop(*_: Any) -> None:
-    return None
+class StageTimer:
+    """Reports each stage as it starts and records how long each took."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.progress.stage(name)
+        started = time.perf_counter()
+        yield
+        self.timings[name.replace(" ", "_")] = time.perf_counter() - started
 
 
 @dataclass
@@ -51,33 +77,51 @@ class FluxEngine:
             log.warning("safety checker disabled by the operator: has_nsfw_concepts is always false")
         return cls(pipe=pipe, safety=safety, placement=placement)
 
-    def generate(self, spec: GenerationSpec, on_step: StepCallback = _noop) -> Generated:
-        """All num_images in one batched pipeline call, one generator per image."""
+    def generate(self, spec: GenerationSpec, progress: Progress | None = None) -> Generated:
+        """Text encode, denoise (all num_images in one batch, one generator per image), decode, safety."""
         import torch
 
-        def step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            on_step(step + 1, spec.num_inference_steps)
-            return kwargs
-
-        started = time.perf_counter()
+        timer = StageTimer(progress or NoProgress())
         with torch.inference_mode():
-            result = self.pipe(
-                prompt=spec.prompt,
-                width=spec.width,
-                height=spec.height,
-                num_inference_steps=spec.num_inference_steps,
-                # schnell has no guidance embedding: diffusers ignores this, as fal does. Passed for parity.
-                guidance_scale=spec.guidance_scale,
-                num_images_per_prompt=spec.num_images,
-                generator=seeds.generators(spec.image_seeds),
-                max_sequence_length=MAX_SEQUENCE_LENGTH,
-                output_type="pil",
-                callback_on_step_end=step_end,
-            )
-        images = list(result.images)
-        inference = time.perf_counter() - started
+            with timer.stage("text encode"):
+                prompt_embeds, pooled, _ = self.pipe.encode_prompt(
+                    prompt=spec.prompt, prompt_2=None, device=self.placement.device,
+                    num_images_per_prompt=spec.num_images, max_sequence_length=MAX_SEQUENCE_LENGTH,
+                )  # fmt: skip
+            with timer.stage("denoise"):
+                latents = self.denoise(spec, prompt_embeds, pooled, timer.progress)
+            with timer.stage("decode"):
+                images = self.decode(latents, spec.height, spec.width)
         flags = [False] * len(images)
         if spec.enable_safety_checker and self.safety is not None:
-            images, flags = self.safety.check(images)
-        timings = {"inference": inference, "safety": time.perf_counter() - started - inference}
+            with timer.stage("safety"):
+                images, flags = self.safety.check(images)
+        timings = {"inference": sum(timer.timings.values()), **timer.timings}
         return Generated(images=images, has_nsfw_concepts=flags, timings=timings)
+
+    def denoise(self, spec: GenerationSpec, prompt_embeds: Any, pooled: Any, progress: Progress) -> Any:
+        def step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            progress.step(step + 1, spec.num_inference_steps)  # may raise JobCancelled: stops between steps
+            return kwargs
+
+        return self.pipe(
+            prompt_embeds=prompt_embeds,
+            pooled_prompt_embeds=pooled,
+            width=spec.width,
+            height=spec.height,
+            num_inference_steps=spec.num_inference_steps,
+            # schnell has no guidance embedding: diffusers ignores this, as fal does. Passed for parity.
+            guidance_scale=spec.guidance_scale,
+            generator=seeds.generators(spec.image_seeds),
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
+            output_type="latent",
+            callback_on_step_end=step_end,
+        ).images
+
+    def decode(self, latents: Any, height: int, width: int) -> list[Any]:
+        """Packed latents -> PIL images, exactly as FluxPipeline does after its last step."""
+        pipe = self.pipe
+        latents = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+        latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+        decoded = pipe.vae.decode(latents, return_dict=False)[0]
+        return pipe.image_processor.postprocess(decoded, output_type="pil")

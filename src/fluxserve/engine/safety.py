@@ -26,6 +26,17 @@ def locate(path: Path) -> tuple[Path, Path] | None:
     return None
 
 
+def require_safety_checker(path: Path) -> tuple[Path, Path]:
+    found = locate(path)
+    if found is None:
+        raise ModelLoadError(
+            f"no safety checker at {path}: expected safety_checker/ and feature_extractor/ folders "
+            "(or a CompVis/stable-diffusion-safety-checker folder). Point --safety-checker at one, "
+            "or pass --safety-checker none to run without (has_nsfw_concepts is then always false)."
+        )
+    return found
+
+
 @dataclass
 class SafetyChecker:
     checker: Any
@@ -34,17 +45,10 @@ class SafetyChecker:
 
     @classmethod
     def load(cls, path: Path, placement: Placement) -> SafetyChecker:
-        found = locate(path)
-        if found is None:
-            raise ModelLoadError(
-                f"no safety checker at {path}: expected safety_checker/ and feature_extractor/ folders "
-                "(or a CompVis/stable-diffusion-safety-checker folder). Point --safety-checker at one, "
-                "or pass --safety-checker none to run without (has_nsfw_concepts is then always false)."
-            )
+        checker_dir, extractor_dir = require_safety_checker(path)
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from transformers import CLIPImageProcessor
 
-        checker_dir, extractor_dir = found
         checker = StableDiffusionSafetyChecker.from_pretrained(
             checker_dir, dtype=placement.dtype, local_files_only=True
         ).to(placement.device)

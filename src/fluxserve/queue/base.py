@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
-from fluxserve.jobs import Job, JobError, LogLine
+from fluxserve.jobs import Job, JobError, LogLine, WebhookDelivery
 
 
 class JobStore(Protocol):
-    def submit(self, job: Job) -> None:
-        """Record a new queued job. Ids are unique across apps."""
-
+    # -- reads
     def get(self, job_id: str) -> Job | None: ...
 
     def queue_position(self, job_id: str) -> int | None:
         """Jobs queued ahead of this one, or None when it is not queued."""
 
+    def count_queued(self) -> int: ...
+
+    def logs(self, job_id: str) -> list[LogLine]: ...
+
+    def webhook_attempts(self, job_id: str) -> list[dict[str, Any]]: ...
+
+    # -- the life of a job; every status change follows jobs.TRANSITIONS and returns whether it happened
+    def submit(self, job: Job) -> None:
+        """Record a new queued job (and its webhook, if any). Ids are unique across apps."""
+
     def claim(self, worker_id: str, lease_s: float) -> Job | None:
-        """Atomically move the oldest queued job to running, leased to this worker."""
+        """Atomically move the oldest queued job to running, leased to this worker; count the attempt.
+        Queued jobs past their start deadline are failed first."""
 
     def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool: ...
 
-    def requeue_expired(self) -> list[str]:
-        """Give running jobs whose lease ran out back to the queue (their worker died)."""
+    def requeue_expired(self, max_attempts: int = 3) -> list[str]:
+        """Give running jobs whose lease ran out back to the queue (their worker died), or fail them once
+        they have been attempted max_attempts times."""
 
-    def complete(self, job_id: str, output: dict[str, Any]) -> bool: ...
+    def expire_start_deadlines(self) -> list[str]: ...
+
+    def complete(self, job_id: str, output: dict[str, Any], blob_keys: Iterable[str] = ()) -> bool: ...
 
     def fail(self, job_id: str, error: JobError) -> bool: ...
 
@@ -32,6 +45,17 @@ class JobStore(Protocol):
 
     def append_log(self, job_id: str, line: LogLine) -> None: ...
 
-    def logs(self, job_id: str) -> list[LogLine]: ...
+    # -- retention
+    def drop_output(self, job_id: str) -> None: ...
+
+    def purge_finished(self, before: float) -> list[str]:
+        """Delete jobs finished before `before` with no webhook left to send; return their blob keys."""
+
+    # -- webhooks
+    def claim_webhooks(self, lease_s: float, limit: int = 16) -> list[WebhookDelivery]: ...
+
+    def record_webhook_attempt(
+        self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str
+    ) -> None: ...
 
     def close(self) -> None: ...

@@ -10,10 +10,12 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from fluxserve.jobs import TRANSITIONS, GenerationSpec, Job, JobError, JobStatus, LogLine
+from fluxserve.jobs import TERMINAL, TRANSITIONS, GenerationSpec, Job, JobError, JobStatus, LogLine, WebhookDelivery
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -28,9 +30,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     output TEXT,
     error TEXT,
     worker_id TEXT,
-    lease_until REAL
+    lease_until REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    start_deadline REAL,
+    gateway_request_id TEXT NOT NULL,
+    webhook_url TEXT,
+    blob_keys TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 CREATE TABLE IF NOT EXISTS job_logs (
     job_id TEXT NOT NULL,
     ts REAL NOT NULL,
@@ -38,9 +46,21 @@ CREATE TABLE IF NOT EXISTS job_logs (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs (job_id);
+CREATE TABLE IF NOT EXISTS webhooks (
+    job_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    next_at REAL NOT NULL DEFAULT 0,
+    lease_until REAL,
+    attempts TEXT NOT NULL DEFAULT '[]'
+);
 """
 
-COLUMNS = "id, app, spec, status, created_at, started_at, finished_at, output, error, worker_id, lease_until"
+COLUMNS = (
+    "id, app, spec, status, created_at, started_at, finished_at, output, error, worker_id, lease_until, "
+    "attempts, start_deadline, gateway_request_id, webhook_url, blob_keys"
+)
+TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 
 
 class SQLiteJobStore:
@@ -50,6 +70,7 @@ class SQLiteJobStore:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
 
     @classmethod
@@ -57,89 +78,167 @@ class SQLiteJobStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls(path, clock)
 
-    # -- reads ---------------------------------------------------------------------------------------
-
-    def get(self, job_id: str) -> Job | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _row_to_job(row) if row else None
-
-    def queue_position(self, job_id: str) -> int | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT (SELECT COUNT(*) FROM jobs AS ahead WHERE ahead.status = 'queued' AND ahead.seq < j.seq)"
-                " FROM jobs AS j WHERE j.id = ? AND j.status = 'queued'",
-                (job_id,),
-            ).fetchone()
-        return row[0] if row else None
-
-    def logs(self, job_id: str) -> list[LogLine]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT message, ts, level FROM job_logs WHERE job_id = ? ORDER BY rowid", (job_id,)
-            ).fetchall()
-        return [LogLine(message=m, timestamp=ts, level=level) for m, ts, level in rows]
-
-    # -- writes --------------------------------------------------------------------------------------
-
-    def submit(self, job: Job) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO jobs (id, app, spec, status, created_at) VALUES (?, ?, ?, ?, ?)",
-                (job.id, job.app, json.dumps(job.spec.to_dict()), JobStatus.QUEUED.value, job.created_at),
-            )
-
-    def claim(self, worker_id: str, lease_s: float) -> Job | None:
-        now = self._clock()
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: taken up front (IMMEDIATE) so concurrent processes queue, never deadlock."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute(
-                    "SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
-                ).fetchone()
-                if row:
-                    self._transition_locked(
-                        row[0], JobStatus.RUNNING, started_at=now, worker_id=worker_id, lease_until=now + lease_s
-                    )
-                self._db.execute("COMMIT")
+                yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        rows = self._read(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _row_to_job(rows[0]) if rows else None
+
+    def queue_position(self, job_id: str) -> int | None:
+        rows = self._read(
+            "SELECT (SELECT COUNT(*) FROM jobs AS ahead WHERE ahead.status = 'queued' AND ahead.seq < j.seq)"
+            " FROM jobs AS j WHERE j.id = ? AND j.status = 'queued'",
+            (job_id,),
+        )
+        return rows[0][0] if rows else None
+
+    def count_queued(self) -> int:
+        return self._read("SELECT COUNT(*) FROM jobs WHERE status = 'queued'")[0][0]
+
+    def logs(self, job_id: str) -> list[LogLine]:
+        rows = self._read("SELECT message, ts, level FROM job_logs WHERE job_id = ? ORDER BY rowid", (job_id,))
+        return [LogLine(message=m, timestamp=ts, level=level) for m, ts, level in rows]
+
+    def webhook_attempts(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self._read("SELECT attempts FROM webhooks WHERE job_id = ?", (job_id,))
+        return json.loads(rows[0][0]) if rows else []
+
+    # -- the life of a job ---------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO jobs (id, app, spec, status, created_at, start_deadline, gateway_request_id,"
+                " webhook_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job.id, job.app, json.dumps(job.spec.to_dict()), JobStatus.QUEUED.value, job.created_at,
+                 job.start_deadline, job.gateway_request_id, job.webhook_url),
+            )  # fmt: skip
+            if job.webhook_url:
+                db.execute("INSERT INTO webhooks (job_id, url) VALUES (?, ?)", (job.id, job.webhook_url))
+
+    def claim(self, worker_id: str, lease_s: float) -> Job | None:
+        now = self._clock()
+        with self._write() as db:
+            self._expire_start_deadlines(now)
+            row = db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
+            if row:
+                self._transition_in_tx(
+                    row[0], JobStatus.RUNNING, started_at=now, worker_id=worker_id, lease_until=now + lease_s
+                )
+                db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (row[0],))
         return self.get(row[0]) if row else None
 
     def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool:
-        with self._lock:
-            cur = self._db.execute(
+        with self._write() as db:
+            cur = db.execute(
                 "UPDATE jobs SET lease_until = ? WHERE id = ? AND worker_id = ? AND status = 'running'",
                 (self._clock() + lease_s, job_id, worker_id),
             )
         return cur.rowcount == 1
 
-    def requeue_expired(self) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM jobs WHERE status = 'running' AND lease_until < ?", (self._clock(),)
+    def requeue_expired(self, max_attempts: int = 3) -> list[str]:
+        """Running jobs whose worker stopped renewing go back to the queue, or fail after max_attempts."""
+        now = self._clock()
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, attempts FROM jobs WHERE status = 'running' AND lease_until < ?", (now,)
             ).fetchall()
-            return [
-                job_id
-                for (job_id,) in rows
-                if self._transition_locked(job_id, JobStatus.QUEUED, worker_id=None, lease_until=None)
-            ]
+            requeued = []
+            for job_id, attempts in rows:
+                if attempts >= max_attempts:
+                    self._transition_in_tx(job_id, JobStatus.FAILED, error=_dump_error(JobError.worker_lost(attempts)))
+                elif self._transition_in_tx(job_id, JobStatus.QUEUED, worker_id=None, lease_until=None):
+                    requeued.append(job_id)
+        return requeued
 
-    def complete(self, job_id: str, output: dict[str, Any]) -> bool:
-        return self._transition(job_id, JobStatus.COMPLETED, output=json.dumps(output))
+    def expire_start_deadlines(self) -> list[str]:
+        with self._write():
+            return self._expire_start_deadlines(self._clock())
+
+    def _expire_start_deadlines(self, now: float) -> list[str]:
+        rows = self._db.execute(
+            "SELECT id FROM jobs WHERE status = 'queued' AND start_deadline < ?", (now,)
+        ).fetchall()
+        error = _dump_error(JobError.start_timeout())
+        return [job_id for (job_id,) in rows if self._transition_in_tx(job_id, JobStatus.FAILED, error=error)]
+
+    def complete(self, job_id: str, output: dict[str, Any], blob_keys: Iterable[str] = ()) -> bool:
+        return self._transition(
+            job_id, JobStatus.COMPLETED, output=json.dumps(output), blob_keys=json.dumps(list(blob_keys))
+        )
 
     def fail(self, job_id: str, error: JobError) -> bool:
-        return self._transition(job_id, JobStatus.FAILED, error=json.dumps(error.to_dict()))
+        return self._transition(job_id, JobStatus.FAILED, error=_dump_error(error))
 
     def cancel(self, job_id: str) -> bool:
         return self._transition(job_id, JobStatus.CANCELLED)
 
     def append_log(self, job_id: str, line: LogLine) -> None:
-        with self._lock:
-            self._db.execute(
+        with self._write() as db:
+            db.execute(
                 "INSERT INTO job_logs (job_id, ts, level, message) VALUES (?, ?, ?, ?)",
                 (job_id, line.timestamp, line.level, line.message),
+            )
+
+    # -- retention -----------------------------------------------------------------------------------
+
+    def drop_output(self, job_id: str) -> None:
+        """Forget a finished job's output (sync_mode results are not kept)."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET output = NULL WHERE id = ?", (job_id,))
+
+    def purge_finished(self, before: float) -> list[str]:
+        """Delete jobs that ended before `before` and have no webhook left to send; return their blob keys."""
+        with self._write() as db:
+            rows = db.execute(
+                f"SELECT id, blob_keys FROM jobs WHERE status IN {TERMINAL_SQL} AND finished_at < ?"
+                " AND id NOT IN (SELECT job_id FROM webhooks WHERE state = 'pending')",
+                (before,),
+            ).fetchall()
+            for table, column in (("jobs", "id"), ("job_logs", "job_id"), ("webhooks", "job_id")):
+                db.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(job_id,) for job_id, _ in rows])
+        return [key for _, keys in rows for key in json.loads(keys)]
+
+    # -- webhooks ------------------------------------------------------------------------------------
+
+    def claim_webhooks(self, lease_s: float, limit: int = 16) -> list[WebhookDelivery]:
+        """Due deliveries of finished jobs, leased so that one dispatcher sends each attempt."""
+        now = self._clock()
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT w.job_id, w.url, w.attempts FROM webhooks w JOIN jobs j ON j.id = w.job_id"
+                f" WHERE w.state = 'pending' AND w.next_at <= ? AND j.status IN {TERMINAL_SQL}"
+                " AND (w.lease_until IS NULL OR w.lease_until < ?) LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE webhooks SET lease_until = ? WHERE job_id = ?", [(now + lease_s, r[0]) for r in rows]
+            )
+        return [WebhookDelivery(job_id=j, url=url, attempts=json.loads(a)) for j, url, a in rows]
+
+    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str) -> None:
+        """state: 'pending' (retry at next_at), 'delivered' or 'failed' (given up)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE webhooks SET attempts = json_insert(attempts, '$[#]', json(?)), state = ?,"
+                " next_at = COALESCE(?, next_at), lease_until = NULL WHERE job_id = ?",
+                (json.dumps(attempt), state, next_at, job_id),
             )
 
     def close(self) -> None:
@@ -149,12 +248,13 @@ class SQLiteJobStore:
     # -- the one place a status changes -------------------------------------------------------------
 
     def _transition(self, job_id: str, target: JobStatus, **fields: Any) -> bool:
-        with self._lock:
-            return self._transition_locked(job_id, target, **fields)
+        with self._write():
+            return self._transition_in_tx(job_id, target, **fields)
 
-    def _transition_locked(self, job_id: str, target: JobStatus, **fields: Any) -> bool:
+    def _transition_in_tx(self, job_id: str, target: JobStatus, **fields: Any) -> bool:
         if target.terminal:
             fields["finished_at"] = self._clock()
+            fields["lease_until"] = None
         sources = sorted(s.value for s in TRANSITIONS[target])
         assignments = ", ".join(f"{name} = ?" for name in ["status", *fields])
         placeholders = ", ".join("?" for _ in sources)
@@ -165,8 +265,13 @@ class SQLiteJobStore:
         return cur.rowcount == 1
 
 
+def _dump_error(error: JobError) -> str:
+    return json.dumps(error.to_dict())
+
+
 def _row_to_job(row: tuple) -> Job:
-    job_id, app, spec, status, created, started, finished, output, error, worker_id, lease_until = row
+    (job_id, app, spec, status, created, started, finished, output, error, worker_id, lease_until,
+     attempts, start_deadline, gateway_request_id, webhook_url, blob_keys) = row  # fmt: skip
     return Job(
         id=job_id,
         app=app,
@@ -179,4 +284,9 @@ def _row_to_job(row: tuple) -> Job:
         error=JobError.from_dict(json.loads(error)) if error else None,
         worker_id=worker_id,
         lease_until=lease_until,
+        attempts=attempts,
+        start_deadline=start_deadline,
+        gateway_request_id=gateway_request_id,
+        webhook_url=webhook_url,
+        blob_keys=json.loads(blob_keys),
     )

@@ -14,3 +14,6 @@ class BlobStore(Protocol):
 
     def read(self, key: str) -> tuple[bytes, str]:
         """The bytes and content type stored under key; raises NotFound."""
+
+    def delete(self, key: str) -> None:
+        """Remove a blob; a missing key is not an error (retention sweeps may race)."""

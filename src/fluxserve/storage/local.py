@@ -33,6 +33,10 @@ class LocalBlobStore:
     def url(self, key: str, base_url: str) -> str:
         return base_url.rstrip("/") + FILES_ROUTE + key
 
+    def delete(self, key: str) -> None:
+        if KEY_PATTERN.match(key):
+            (self.root / key).unlink(missing_ok=True)
+
     def read(self, key: str) -> tuple[bytes, str]:
         if not KEY_PATTERN.match(key):
             raise NotFound(key)

@@ -5,22 +5,34 @@ It is the queue path with a wait: submit a job, wait for its terminal state, ans
 
 # No `from __future__ import annotations`: FastAPI must see the real input model in the signature.
 
-from fastapi import APIRouter, Depends, Request
+from typing import Optional
+
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
 from fluxserve.api import jobs
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
+from fluxserve.api.requests import start_timeout
 from fluxserve.api.schemas import Output
 
 
 def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
     input_model = endpoint.input_model
 
-    async def run(body: input_model, request: Request, svc: Services = Depends(services)) -> JSONResponse:  # type: ignore[valid-type]
+    async def run(
+        body: input_model,  # type: ignore[valid-type]
+        request: Request,
+        x_fal_request_timeout: Optional[str] = Header(default=None),
+        x_fal_request_start_timeout: Optional[str] = Header(default=None),
+        svc: Services = Depends(services),
+    ) -> JSONResponse:
         spec = endpoint.to_spec(body, base_url(request, svc), svc.api.max_pixels)
-        job = await jobs.submit(svc, endpoint.app_id, spec)
-        return jobs.result_response(await jobs.wait_for_terminal(svc, job.id))
+        deadline = start_timeout(x_fal_request_start_timeout or x_fal_request_timeout)
+        job = await jobs.submit(svc, endpoint.app_id, spec, deadline)
+        job = await jobs.wait_for_terminal(svc, job.id)
+        await jobs.forget_if_sync_mode(svc, job)
+        return jobs.result_response(job)
 
     router.add_api_route(
         f"/{endpoint.app_id}",

@@ -1,0 +1,35 @@
+"""fal's request options that arrive as headers and query parameters, checked at the edge."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from fluxserve.errors import InputError
+
+
+def start_timeout(header: str | None) -> float | None:
+    """X-Fal-Request-Start-Timeout / X-Fal-Request-Timeout: seconds a request may wait before it starts."""
+    if header is None:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise InputError(
+            "x-fal-request-timeout", f"must be a positive number of seconds, got {header!r}", location="header"
+        )
+    return seconds
+
+
+def webhook_target(url: str | None) -> str | None:
+    """A syntactic check at submit; addresses are checked again at delivery, after DNS resolution."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(
+            "fal_webhook", "must be an absolute http:// or https:// URL", kind="url_parsing", location="query"
+        )
+    return url
+

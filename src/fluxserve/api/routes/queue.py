@@ -1,0 +1,147 @@
+"""fal's queue: submit, status (+ logs), status stream (SSE), result, cancel.
+
+Status, result and cancel are addressed by owner/alias (`/queue/fal-ai/flux/requests/{id}`), as fal's clients
+build them; the full app id (`/queue/fal-ai/flux/schnell/requests/{id}`) is accepted too. Request ids are unique
+across apps, so either prefix finds any job.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the real input model in the signature.
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Optional
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from fluxserve.api import jobs
+from fluxserve.api.deps import Services, base_url, services
+from fluxserve.api.endpoints import ENDPOINTS, Endpoint
+from fluxserve.api.requests import start_timeout, webhook_target
+from fluxserve.jobs import JobStatus
+
+TRUTHY = {"1", "true", "True", "yes"}
+
+
+def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
+    input_model = endpoint.input_model
+
+    async def submit(
+        body: input_model,  # type: ignore[valid-type]
+        request: Request,
+        fal_webhook: Optional[str] = Query(default=None, description="URL to POST the result to when done"),
+        fal_max_queue_length: Optional[int] = Query(default=None, ge=0),
+        x_fal_request_timeout: Optional[str] = Header(default=None),
+        x_fal_request_start_timeout: Optional[str] = Header(default=None),
+        svc: Services = Depends(services),
+    ) -> JSONResponse:
+        base = base_url(request, svc)
+        spec = endpoint.to_spec(body, base, svc.api.max_pixels)
+        limit = min(svc.queue.max_queue_length, fal_max_queue_length or svc.queue.max_queue_length)
+        if await run_in_threadpool(svc.store.count_queued) >= limit:
+            detail = f"Queue is full ({limit} requests waiting); try again later"
+            return JSONResponse({"detail": detail, "error_type": "queue_full"}, status_code=429)
+        deadline = start_timeout(x_fal_request_start_timeout or x_fal_request_timeout)
+        job = await jobs.submit(svc, endpoint.app_id, spec, deadline, webhook_target(fal_webhook))
+        position = await run_in_threadpool(svc.store.queue_position, job.id)
+        payload = {
+            "status": "IN_QUEUE",
+            **jobs.request_urls(base, job),
+            "queue_position": position or 0,
+            "gateway_request_id": job.gateway_request_id,
+        }
+        return JSONResponse(payload, headers={jobs.REQUEST_ID_HEADER: job.id})
+
+    router.add_api_route(
+        f"/queue/{endpoint.app_id}",
+        submit,
+        methods=["POST"],
+        summary=f"Queue: submit to {endpoint.app_id}",
+        operation_id=f"submit_{endpoint.app_id.replace('/', '_').replace('-', '_')}",
+    )
+
+
+async def status(request_id: str, request: Request, logs: str = "0", svc: Services = Depends(services)):
+    body = await jobs.read_status(svc, request_id, base_url(request, svc), logs in TRUTHY)
+    if body is None:
+        return JSONResponse({"detail": "Request not found"}, status_code=404)
+    code = 200 if body["status"] == "COMPLETED" else 202
+    return JSONResponse(body, status_code=code, headers={jobs.REQUEST_ID_HEADER: request_id})
+
+
+async def status_events(svc: Services, request_id: str, base: str, with_logs: bool) -> AsyncIterator[str]:
+    """One `data:` event per change, a comment as keep-alive, closed after the terminal event."""
+    last, quiet_since = None, asyncio.get_running_loop().time()
+    while True:
+        body = await jobs.read_status(svc, request_id, base, with_logs)
+        now = asyncio.get_running_loop().time()
+        if body != last:
+            yield f"data: {json.dumps(body)}\n\n"
+            last, quiet_since = body, now
+        elif now - quiet_since >= svc.queue.keepalive_s:
+            yield ": keep-alive\n\n"
+            quiet_since = now
+        if body is None or body["status"] == "COMPLETED":
+            return
+        await asyncio.sleep(svc.queue.poll_interval_s)
+
+
+async def status_stream(request_id: str, request: Request, logs: str = "0", svc: Services = Depends(services)):
+    base = base_url(request, svc)
+    if await jobs.read_status(svc, request_id, base, False) is None:
+        return JSONResponse({"detail": "Request not found"}, status_code=404)
+    return StreamingResponse(
+        status_events(svc, request_id, base, logs in TRUTHY),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", jobs.REQUEST_ID_HEADER: request_id},
+    )
+
+
+async def result(request_id: str, svc: Services = Depends(services)):
+    job = await run_in_threadpool(svc.store.get, request_id)
+    if job is None:
+        return JSONResponse({"detail": "Request not found"}, status_code=404)
+    if not job.status.terminal:
+        return JSONResponse({"detail": "Request is still in progress"}, status_code=400)
+    if job.status is JobStatus.COMPLETED and job.output is None:
+        detail = "The result of a sync_mode request is not kept; it was returned once"
+        return JSONResponse({"detail": detail}, status_code=410)
+    response = jobs.result_response(job)
+    await jobs.forget_if_sync_mode(svc, job)
+    return response
+
+
+async def cancel(request_id: str, svc: Services = Depends(services)):
+    if await run_in_threadpool(svc.store.cancel, request_id):
+        return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+    if await run_in_threadpool(svc.store.get, request_id) is None:
+        return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
+    return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
+
+
+def add_request_routes(router: APIRouter, prefix: str, documented: bool) -> None:
+    base = f"/queue/{prefix}/requests/{{request_id}}"
+    for path, handler, method in (
+        (f"{base}/status", status, "GET"),
+        (f"{base}/status/stream", status_stream, "GET"),
+        (base, result, "GET"),
+        (f"{base}/cancel", cancel, "PUT"),
+    ):
+        name = f"{handler.__name__}_{prefix.replace('/', '_').replace('-', '_')}"
+        router.add_api_route(
+            path, handler, methods=[method], include_in_schema=documented, operation_id=name, name=name
+        )
+
+
+def router() -> APIRouter:
+    r = APIRouter(tags=["queue"])
+    for endpoint in ENDPOINTS:
+        add_submit_route(r, endpoint)
+    owner_prefixes = sorted({jobs.owner_alias(e.app_id) for e in ENDPOINTS})
+    for prefix in owner_prefixes:
+        add_request_routes(r, prefix, documented=True)
+    for endpoint in ENDPOINTS:
+        add_request_routes(r, endpoint.app_id, documented=False)
+    return r

@@ -1,0 +1,63 @@
+"""Background upkeep of the job store, run by every API process (all of it is safe to run concurrently):
+fail jobs past their start deadline, requeue jobs whose worker died, and remove results past retention."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from fluxserve.config import QueueSettings
+from fluxserve.queue.base import JobStore
+from fluxserve.storage.base import BlobStore
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+
+
+class Upkeep:
+    def __init__(
+        self,
+        store: JobStore,
+        blobs: BlobStore,
+        settings: QueueSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.blobs, self.settings, self.clock = store, blobs, settings, clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="upkeep", daemon=True)
+        self._last_sweep = float("-inf")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self.tick()
+            except Exception:  # a locked database or a full disk must not end upkeep for good
+                log.exception("upkeep failed; retrying next tick")
+
+    def tick(self) -> None:
+        self.store.expire_start_deadlines()
+        self.store.requeue_expired(self.settings.max_attempts)
+        now = self.clock()
+        if now - self._last_sweep >= self.settings.sweep_interval_s:
+            self._last_sweep = now
+            self.sweep(now)
+
+    def sweep(self, now: float) -> int:
+        """Remove jobs (and their files) that finished more than retention_s ago."""
+        keys = self.store.purge_finished(before=now - self.settings.retention_s)
+        for key in keys:
+            self.blobs.delete(key)
+        if keys:
+            log.info("retention: removed %d files", len(keys))
+        return len(keys)
