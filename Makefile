@@ -11,7 +11,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install tiny-model clean
+.PHONY: run test install tiny-model node-deps clean
 
 # Reinstall only when the pinned dependencies change, so a second `make run` starts in seconds.
 $(STAMP): pyproject.toml
@@ -30,7 +30,14 @@ run: $(STAMP) $(MODEL)/model_index.json
 	$(PY) -m fluxserve serve --host $(HOST) --port $(PORT) --tls-port $(TLS_PORT) \
 		--data-dir $(DATA_DIR) --model $(MODEL)
 
-test: $(STAMP)
+# The real @fal-ai/client for the JS client tests (Node from Debian if the machine has none).
+JS_DIR := tests/js
+$(JS_DIR)/node_modules/.installed: $(JS_DIR)/package.json
+	scripts/install-node-deps.sh $(JS_DIR)
+
+node-deps: $(JS_DIR)/node_modules/.installed
+
+test: $(STAMP) node-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

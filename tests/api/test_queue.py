@@ -214,7 +214,9 @@ def test_status_stream(fake_server, fake_engine):
     statuses = [e["status"] for e in events]
     assert statuses[0] == "IN_QUEUE" and statuses[-1] == "COMPLETED" and "IN_PROGRESS" in statuses
     assert all("logs" in e for e in events)
-    assert any(line["message"].startswith("step") for e in events for line in (e["logs"] or []))
+    messages = [line["message"] for e in events for line in (e["logs"] or [])]
+    assert any(m.startswith("step") for m in messages)
+    assert len(messages) == len(set(messages)), "each event carries only the new log lines"
     assert blocker
 
 

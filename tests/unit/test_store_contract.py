@@ -137,3 +137,98 @@ def test_jobs_survive_reopening(tmp_path, clock):
     reopened = SQLiteJobStore.open(path, clock=clock)
     assert reopened.get(job.id).status is JobStatus.QUEUED
     reopened.close()
+
+
+def test_claims_are_counted_and_a_job_whose_workers_keep_dying_fails(store, clock):
+    job = submit(store)
+    for attempt in (1, 2):
+        assert store.claim(f"w{attempt}", lease_s=5).attempts == attempt
+        clock.advance(6)
+        assert store.requeue_expired(max_attempts=3) == [job.id]
+    store.claim("w3", lease_s=5)
+    clock.advance(6)
+    assert store.requeue_expired(max_attempts=3) == []
+    failed = store.get(job.id)
+    assert failed.status is JobStatus.FAILED and failed.error.error_type == "runner_disconnected"
+    assert "3 times" in failed.error.detail
+
+
+def test_a_job_not_started_by_its_deadline_fails_with_fals_timeout(store, clock):
+    late = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, start_deadline=clock() + 5)
+    store.submit(late)
+    on_time = submit(store)
+    clock.advance(6)
+    assert store.claim("w", 10).id == on_time.id, "claim skips and fails jobs past their start deadline"
+    got = store.get(late.id)
+    assert got.status is JobStatus.FAILED and got.error.status_code == 504
+    assert got.error.timeout_type == "user" and got.error.error_type == "request_timeout"
+
+
+def test_count_queued(store):
+    jobs = [submit(store) for _ in range(3)]
+    store.claim("w", 10)
+    store.cancel(jobs[2].id)
+    assert store.count_queued() == 1
+
+
+def test_purge_removes_old_finished_jobs_and_returns_their_blobs(store, clock):
+    old, young, running = submit(store), submit(store), submit(store)
+    store.claim("w", 100)
+    store.complete(old.id, {"images": []}, blob_keys=["a.png", "b.png"])
+    clock.advance(50)
+    store.claim("w", 100)
+    store.complete(young.id, {"images": []}, blob_keys=["c.png"])
+    store.claim("w", 100)
+    assert sorted(store.purge_finished(before=clock() - 10)) == ["a.png", "b.png"]
+    assert store.get(old.id) is None and store.logs(old.id) == []
+    assert store.get(young.id) is not None and store.get(running.id) is not None
+
+
+def test_purge_keeps_jobs_with_a_webhook_still_to_send(store, clock):
+    job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, webhook_url="http://h/hook")
+    store.submit(job)
+    store.cancel(job.id)
+    clock.advance(100)
+    assert store.purge_finished(before=clock()) == [] and store.get(job.id) is not None
+    (delivery,) = store.claim_webhooks(lease_s=10)
+    store.record_webhook_attempt(job.id, {"number": 1}, None, "delivered")
+    store.purge_finished(before=clock())
+    assert store.get(job.id) is None
+
+
+def test_webhooks_are_claimed_once_finished_and_leased(store, clock):
+    job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, webhook_url="http://h/hook")
+    store.submit(job)
+    assert store.claim_webhooks(lease_s=10) == [], "no webhook before the job ends"
+    store.claim("w", 10)
+    store.complete(job.id, {"images": []})
+    (delivery,) = store.claim_webhooks(lease_s=10)
+    assert delivery.url == "http://h/hook" and delivery.attempts == []
+    assert store.claim_webhooks(lease_s=10) == [], "leased to the first dispatcher"
+    store.record_webhook_attempt(job.id, {"number": 1, "status_code": 500}, clock() + 30, "pending")
+    assert store.claim_webhooks(lease_s=10) == [], "not due yet"
+    clock.advance(31)
+    (again,) = store.claim_webhooks(lease_s=10)
+    assert again.attempts == [{"number": 1, "status_code": 500}]
+    store.record_webhook_attempt(job.id, {"number": 2, "status_code": 200}, None, "delivered")
+    clock.advance(1000)
+    assert store.claim_webhooks(lease_s=10) == []
+    assert [a["number"] for a in store.webhook_attempts(job.id)] == [1, 2]
+
+
+def test_a_dead_dispatchers_delivery_is_claimed_again(store, clock):
+    job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, webhook_url="http://h/hook")
+    store.submit(job)
+    store.cancel(job.id)
+    assert len(store.claim_webhooks(lease_s=10)) == 1
+    clock.advance(11)
+    assert len(store.claim_webhooks(lease_s=10)) == 1
+
+
+def test_drop_output(store):
+    job = submit(store)
+    store.claim("w", 10)
+    store.complete(job.id, {"images": ["data:..."]})
+    store.drop_output(job.id)
+    got = store.get(job.id)
+    assert got.status is JobStatus.COMPLETED and got.output is None

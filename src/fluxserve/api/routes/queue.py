@@ -72,18 +72,27 @@ async def status(request_id: str, request: Request, logs: str = "0", svc: Servic
 
 
 async def status_events(svc: Services, request_id: str, base: str, with_logs: bool) -> AsyncIterator[str]:
-    """One `data:` event per change, a comment as keep-alive, closed after the terminal event."""
-    last, quiet_since = None, asyncio.get_running_loop().time()
+    """One `data:` event per change, a comment as keep-alive, closed after the terminal event.
+
+    Each event carries only the log lines that are new since the previous event: the JS client appends them.
+    """
+    loop = asyncio.get_running_loop()
+    last, sent_logs, quiet_since = None, 0, loop.time()
     while True:
         body = await jobs.read_status(svc, request_id, base, with_logs)
-        now = asyncio.get_running_loop().time()
-        if body != last:
+        if body is None:
+            return
+        logs = body["logs"]
+        body["logs"] = logs[sent_logs:] if logs is not None else None
+        changed = {**body, "logs": None} != last or bool(body["logs"])
+        if changed:
             yield f"data: {json.dumps(body)}\n\n"
-            last, quiet_since = body, now
-        elif now - quiet_since >= svc.queue.keepalive_s:
+            last, quiet_since = {**body, "logs": None}, loop.time()
+            sent_logs = len(logs) if logs is not None else 0
+        elif loop.time() - quiet_since >= svc.queue.keepalive_s:
             yield ": keep-alive\n\n"
-            quiet_since = now
-        if body is None or body["status"] == "COMPLETED":
+            quiet_since = loop.time()
+        if body["status"] == "COMPLETED":
             return
         await asyncio.sleep(svc.queue.poll_interval_s)
 
@@ -114,11 +123,12 @@ async def result(request_id: str, svc: Services = Depends(services)):
 
 
 async def cancel(request_id: str, svc: Services = Depends(services)):
+    headers = {jobs.REQUEST_ID_HEADER: request_id}
     if await run_in_threadpool(svc.store.cancel, request_id):
-        return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+        return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=headers)
     if await run_in_threadpool(svc.store.get, request_id) is None:
-        return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
-    return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
+        return JSONResponse({"status": "NOT_FOUND"}, status_code=404, headers=headers)
+    return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400, headers=headers)
 
 
 def add_request_routes(router: APIRouter, prefix: str, documented: bool) -> None:

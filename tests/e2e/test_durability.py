@@ -1,0 +1,94 @@
+"""Nothing accepted is lost: real API and worker processes, killed with SIGKILL and stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.procs import Cluster
+
+SUBMIT = "/queue/fal-ai/flux/schnell"
+# Big and long enough on the tiny model (about 2 s on 2 cores) to be killed in the middle.
+SLOW = {"prompt": "a slow cat", "image_size": "square_hd", "num_inference_steps": 12, "seed": 1}
+FAST = {"prompt": "a quick cat", "image_size": {"width": 64, "height": 64}, "num_inference_steps": 1}
+
+
+@pytest.fixture
+def cluster(tmp_path, tiny_model_dir):
+    made = []
+
+    def make(*flags):
+        made.append(Cluster(tmp_path / f"data{len(made)}", tiny_model_dir, "--lease-seconds", "1.5", *flags))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.stop()
+
+
+def status(http, handle):
+    return http.get(handle["status_url"], params={"logs": "1"}).json()
+
+
+def wait_until(predicate, timeout=60, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def test_a_worker_killed_mid_job_has_its_job_finished_by_another(cluster):
+    c = cluster()
+    c.start_api()
+    doomed = c.start_worker("doomed")
+    with c.client() as http:
+        handle = http.post(SUBMIT, json=SLOW).json()
+        wait_until(lambda: any(m["message"].startswith("step") for m in status(http, handle)["logs"] or []),
+                   what="the job to be running")  # fmt: skip
+        doomed.kill()
+        c.start_worker("rescuer")
+        end = wait_until(lambda: (s := status(http, handle))["status"] == "COMPLETED" and s, what="completion")
+        assert "error" not in end
+        assert http.get(handle["response_url"]).json()["seed"] == 1
+    job_logs = [m["message"] for m in end["logs"]]
+    assert job_logs.count("text encode") == 2, "started twice: once per worker"
+
+
+def test_a_job_whose_workers_keep_dying_fails_with_a_clear_error(cluster):
+    c = cluster("--max-attempts", "1")
+    c.start_api()
+    doomed = c.start_worker("doomed")
+    with c.client() as http:
+        handle = http.post(SUBMIT, json=SLOW).json()
+        wait_until(lambda: status(http, handle)["status"] == "IN_PROGRESS", what="running")
+        doomed.kill()
+        end = wait_until(lambda: (s := status(http, handle))["status"] == "COMPLETED" and s, what="give-up")
+    assert end["error_type"] == "runner_disconnected" and "died 1 times" in end["error"]
+
+
+def test_an_api_killed_and_restarted_loses_nothing_queued(cluster):
+    c = cluster()
+    api = c.start_api()
+    with c.client() as http:
+        handles = [http.post(SUBMIT, json={**FAST, "seed": i}).json() for i in range(5)]
+    api.kill()
+    c.start_api()
+    c.start_worker("w")
+    with c.client() as http:
+        ends = [wait_until(lambda h=h: (s := status(http, h))["status"] == "COMPLETED" and s) for h in handles]
+        assert all("error" not in e for e in ends)
+        assert [http.get(h["response_url"]).json()["seed"] for h in handles] == list(range(5))
+
+
+def test_sigterm_lets_a_worker_finish_its_job(cluster):
+    c = cluster()
+    c.start_api()
+    worker = c.start_worker("w")
+    with c.client() as http:
+        handle = http.post(SUBMIT, json=SLOW).json()
+        wait_until(lambda: status(http, handle)["status"] == "IN_PROGRESS", what="running")
+        assert worker.terminate() == 0
+        end = status(http, handle)
+    assert end["status"] == "COMPLETED" and "error" not in end, end

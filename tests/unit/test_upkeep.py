@@ -1,0 +1,53 @@
+"""Upkeep: retention removes old results and their files; deadlines and dead workers are handled."""
+
+from __future__ import annotations
+
+from fluxserve.config import QueueSettings
+from fluxserve.jobs import Job, JobStatus, new_job_id
+from fluxserve.queue.sqlite import SQLiteJobStore
+from fluxserve.storage.local import LocalBlobStore
+from fluxserve.upkeep import Upkeep
+from tests.fakes import FakeClock
+from tests.unit.test_store_contract import SPEC
+
+
+def test_retention_sweep_removes_results_and_files(tmp_path):
+    clock = FakeClock()
+    store = SQLiteJobStore.open(tmp_path / "jobs.sqlite3", clock=clock)
+    blobs = LocalBlobStore.open(tmp_path / "files")
+    settings = QueueSettings(db_path=tmp_path / "jobs.sqlite3", retention_s=3600, sweep_interval_s=60)
+    upkeep = Upkeep(store, blobs, settings, clock=clock)
+    job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC)
+    store.submit(job)
+    store.claim("w", 10)
+    key = blobs.put(b"png", "image/png", "png")
+    store.complete(job.id, {"images": [{"url": key}]}, blob_keys=[key])
+    upkeep.tick()
+    assert store.get(job.id) is not None and (tmp_path / "files" / key).exists()
+    clock.advance(3601)
+    upkeep.tick()
+    assert store.get(job.id) is None and not (tmp_path / "files" / key).exists()
+
+
+def test_tick_requeues_jobs_of_dead_workers_and_expires_deadlines(tmp_path):
+    clock = FakeClock()
+    store = SQLiteJobStore.open(tmp_path / "jobs.sqlite3", clock=clock)
+    upkeep = Upkeep(store, LocalBlobStore.open(tmp_path / "f"), QueueSettings(db_path=tmp_path / "x"), clock=clock)
+    dead = Job(id=new_job_id(), app="a", spec=SPEC)
+    late = Job(id=new_job_id(), app="a", spec=SPEC, start_deadline=clock() + 1)
+    store.submit(dead)
+    store.submit(late)
+    store.claim("dead-worker", lease_s=5)
+    clock.advance(6)
+    upkeep.tick()
+    assert store.get(dead.id).status is JobStatus.QUEUED
+    assert store.get(late.id).status is JobStatus.FAILED
+
+
+def test_upkeep_stops_again_and_again(tmp_path):
+    store = SQLiteJobStore.open(tmp_path / "jobs.sqlite3")
+    upkeep = Upkeep(store, LocalBlobStore.open(tmp_path / "f"), QueueSettings(db_path=tmp_path / "x"))
+    upkeep.start()
+    for _ in range(5):
+        upkeep.stop()
+    assert not upkeep._thread.is_alive()
