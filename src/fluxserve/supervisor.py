@@ -45,18 +45,21 @@ class Supervisor:
         self.stopping = True
 
     def run(self) -> int:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self.request_stop)
-        for child in self.children:
-            child.start()
-        code = 0
-        while not self.stopping:
-            code = self.check_children()
-            if code:
-                break
-            self.sleep(0.2)
-        self.stop_children()
-        return code
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for child in self.children:
+                child.start()
+            code = 0
+            while not self.stopping:
+                code = self.check_children()
+                if code:
+                    break
+                self.sleep(0.2)
+            self.stop_children()
+            return code
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def check_children(self) -> int:
         for child in self.children:
