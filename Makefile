@@ -4,6 +4,9 @@ PORT     ?= 8000
 TLS_PORT ?= 8443
 DATA_DIR ?= data
 MODEL    ?= $(DATA_DIR)/models/flux-schnell-tiny
+REDUX    ?= $(DATA_DIR)/models/flux-redux-tiny
+# Bumped when the tiny models change shape, so an old data folder gets matching new ones.
+TINY_STAMP := $(DATA_DIR)/models/.tiny-v2
 PYTHON   ?= python3
 PYTEST_ARGS ?=
 
@@ -21,14 +24,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-$(MODEL)/model_index.json: | $(STAMP)
-	$(PY) -m fluxserve make-tiny-model $(MODEL)
+$(TINY_STAMP): | $(STAMP)
+	rm -rf $(MODEL) $(REDUX)
+	$(PY) -m fluxserve make-tiny-model $(MODEL) --redux $(REDUX)
+	touch $(TINY_STAMP)
 
-tiny-model: $(MODEL)/model_index.json
+tiny-model: $(TINY_STAMP)
 
-run: $(STAMP) $(MODEL)/model_index.json
+run: $(STAMP) $(TINY_STAMP)
 	$(PY) -m fluxserve serve --host $(HOST) --port $(PORT) --tls-port $(TLS_PORT) \
-		--data-dir $(DATA_DIR) --model $(MODEL)
+		--data-dir $(DATA_DIR) --model $(MODEL) --redux-model $(REDUX)
 
 # The real @fal-ai/client for the JS client tests (Node from Debian if the machine has none).
 JS_DIR := tests/js

@@ -81,11 +81,12 @@ class LiveServer:
 
 def start_live_server(settings: Settings, engine: Any) -> LiveServer:
     from fluxserve.engine.worker import Worker, WorkerConfig
-    from fluxserve.server import ApiServer, open_blobs, open_store
+    from fluxserve.server import ApiServer, image_fetcher, open_blobs, open_store
 
     api = ApiServer(settings)
     config = WorkerConfig(worker_id="test-worker", lease_s=settings.queue.lease_s, idle_sleep_s=0.005)
-    worker = Worker(open_store(settings), open_blobs(settings), engine, config)
+    blobs = open_blobs(settings)
+    worker = Worker(open_store(settings), blobs, engine, config, images=image_fetcher(settings, blobs))
     threads = [
         threading.Thread(target=lambda: asyncio.run(api.serve()), name="api", daemon=True),
         threading.Thread(target=worker.run_forever, name="worker", daemon=True),
@@ -128,17 +129,26 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_engine(tiny_model_dir: Path) -> Any:
+def tiny_redux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fluxserve.engine.tiny import build_tiny_redux
+
+    return build_tiny_redux(tmp_path_factory.mktemp("models") / "flux-redux-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir: Path, tiny_redux_dir: Path) -> Any:
     from fluxserve.engine.pipeline import FluxEngine
 
-    return FluxEngine.load(EngineSettings(model_path=tiny_model_dir, device="cpu"))
+    settings = EngineSettings(model_path=tiny_model_dir, device="cpu", redux_model_path=tiny_redux_dir)
+    return FluxEngine.load(settings)
 
 
 @pytest.fixture(scope="session")
 def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_engine: Any) -> Iterator[LiveServer]:
     """One live server on the real tiny model, over HTTP and HTTPS, for the end-to-end tests."""
     data_dir = tmp_path_factory.mktemp("tiny-server")
-    server = start_live_server(make_settings(data_dir, tls_port=0, max_pixels=1024 * 1024), tiny_engine)
+    settings = make_settings(data_dir, tls_port=0, max_pixels=1024 * 1024, redux_enabled=True)
+    server = start_live_server(settings, tiny_engine)
     yield server
     server.stop()
 

@@ -31,7 +31,7 @@ class FakeEngine:
         self.calls: list[GenerationSpec] = []
         self.lock = threading.Lock()
 
-    def generate(self, spec: GenerationSpec, progress: Any = None) -> Any:
+    def generate(self, spec: GenerationSpec, progress: Any = None, image: Any = None) -> Any:
         with self.lock:
             self.calls.append(spec)
         if spec.prompt in self.fail_on:
@@ -54,10 +54,10 @@ class FailingEngine:
         self.engine = engine
         self.fail_on = fail_on
 
-    def generate(self, spec: GenerationSpec, progress: Any = None) -> Any:
+    def generate(self, spec: GenerationSpec, progress: Any = None, image: Any = None) -> Any:
         if spec.prompt in self.fail_on:
             raise RuntimeError(f"forced failure for prompt {spec.prompt!r}")
-        return self.engine.generate(spec, progress)
+        return self.engine.generate(spec, progress, image)
 
 
 class FakeClock:

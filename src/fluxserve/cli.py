@@ -61,6 +61,7 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
           "(default: <data-dir>/models/flux-schnell-tiny)")  # fmt: skip
     f.add("--device", default="auto", choices=["auto", "cpu", "cuda"])
     f.add("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    f.add("--redux-model", Path, help="FluxPriorReduxPipeline folder (the FLUX.1-Redux-dev layout) for Redux")
     f.add("--safety-checker", help="folder of a StableDiffusionSafetyChecker (default: next to the model); "
           "'none' disables it")  # fmt: skip
     f.add("--public-url", help="absolute base URL for image and queue URLs "
@@ -93,6 +94,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         add_server_flags(sub.add_parser(name, help=help_), env)
     tiny = sub.add_parser("make-tiny-model", help="build tiny random FLUX.1 [schnell] models for demos and tests")
     tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--redux", type=Path, help="also build a tiny Redux prior (FLUX.1-Redux-dev layout) here")
     return parser
 
 
@@ -104,6 +106,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         api=ApiSettings(
             host=args.host, port=args.port, tls_port=args.tls_port or None, tls_cert=args.tls_cert,
             tls_key=args.tls_key, public_url=args.public_url, max_pixels=args.max_pixels,
+            redux_enabled=args.redux_model is not None,
         ),  # fmt: skip
         queue=QueueSettings(
             db_path=data_dir / "jobs.sqlite3", lease_s=args.lease_seconds, max_attempts=args.max_attempts,
@@ -116,6 +119,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             dtype=args.dtype,
             safety_checker_path=Path(safety) if safety and safety != "none" else None,
             safety_disabled=safety == "none",
+            redux_model_path=args.redux_model,
         ),
         webhooks=WebhookSettings(max_attempts=args.webhook_attempts, first_delay_s=args.webhook_first_delay),
         urls=UrlSettings(allow_private=args.allow_private_urls, allowed_networks=tuple(args.allow_network or ())),
@@ -153,6 +157,10 @@ def check_model(settings: Settings) -> None:
     from fluxserve.engine.safety import require_safety_checker
 
     require_model_dir(settings.engine.model_path)
+    if settings.engine.redux_model_path:
+        from fluxserve.engine.redux import require_redux_dir
+
+        require_redux_dir(settings.engine.redux_model_path)
     if not settings.engine.safety_disabled:
         require_safety_checker(settings.engine.safety_checker_path or settings.engine.model_path)
 
@@ -173,13 +181,14 @@ def run_api(settings: Settings) -> int:
 def run_worker(settings: Settings) -> int:
     from fluxserve.engine.pipeline import FluxEngine
     from fluxserve.engine.worker import FatalWorkerError, Worker, WorkerConfig
-    from fluxserve.server import open_blobs, open_store
+    from fluxserve.server import image_fetcher, open_blobs, open_store
 
     engine = FluxEngine.load(settings.engine)
     config = WorkerConfig(
         worker_id=settings.worker_id, lease_s=settings.queue.lease_s, max_attempts=settings.queue.max_attempts
     )
-    worker = Worker(open_store(settings), open_blobs(settings), engine, config)
+    blobs = open_blobs(settings)
+    worker = Worker(open_store(settings), blobs, engine, config, images=image_fetcher(settings, blobs))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: worker.stop())  # finish the job in flight, then exit
     try:
@@ -205,13 +214,16 @@ def run_supervised(settings: Settings, argv: list[str], workers: int) -> int:
     return Supervisor(children).run()
 
 
-def make_tiny_model(target: Path) -> int:
+def make_tiny_model(target: Path, redux: Path | None) -> int:
     from fluxserve.engine.loading import quiet_libraries
-    from fluxserve.engine.tiny import build_tiny_flux
+    from fluxserve.engine.tiny import build_tiny_flux, build_tiny_redux
 
     quiet_libraries()
     build_tiny_flux(target)
     print(f"tiny FLUX.1 [schnell] model written to {target}")
+    if redux:
+        build_tiny_redux(redux)
+        print(f"tiny Redux prior written to {redux}")
     return 0
 
 
@@ -221,7 +233,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     args = build_parser(env).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "make-tiny-model":
-        return make_tiny_model(args.dir)
+        return make_tiny_model(args.dir, args.redux)
     settings = settings_from_args(args)
     try:
         if args.command == "api":

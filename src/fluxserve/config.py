@@ -20,6 +20,9 @@ class ApiSettings:
     # Absolute base for image URLs (e.g. behind a proxy); else the URL the request came in on.
     public_url: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_upload_bytes: int = 20 * 1024 * 1024
+    # Whether the workers load a Redux prior; without one the Redux endpoint says so instead of queueing.
+    redux_enabled: bool = False
 
 
 DAY_S = 24 * 3600.0
@@ -61,6 +64,10 @@ class UrlSettings:
     # Loopback and private networks are refused unless the operator allows them.
     allow_private: bool = False
     allowed_networks: tuple[str, ...] = ()
+    # Limits on fetching an image_url.
+    max_bytes: int = 20 * 1024 * 1024
+    total_timeout_s: float = 10.0
+    max_redirects: int = 5
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,8 @@ class EngineSettings:
     # the model. Operators who run without one must say so explicitly (safety_disabled).
     safety_checker_path: Path | None = None
     safety_disabled: bool = False
+    # A FluxPriorReduxPipeline folder (the FLUX.1-Redux-dev layout); None: no Redux endpoint.
+    redux_model_path: Path | None = None
 
 
 @dataclass(frozen=True)

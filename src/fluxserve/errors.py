@@ -18,6 +18,14 @@ class InputError(FluxserveError):
         self.location = location  # body | query | header, as in FastAPI's own 422s
 
 
+class Unavailable(FluxserveError):
+    """This server was started without what the request needs (e.g. no Redux model)."""
+
+    def __init__(self, message: str, error_type: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
 class NotFound(FluxserveError):
     """No job, file or endpoint of that name."""
 

@@ -61,6 +61,8 @@ class GenerationSpec:
     acceleration: str
     # Where the API was reached, so stored image URLs point back at it.
     base_url: str
+    # Redux: the image to make variations of (http(s) URL, data: URI, or one of fluxserve's own files).
+    image_url: str | None = None
 
     @property
     def image_seeds(self) -> list[int]:
@@ -100,6 +102,12 @@ class JobError:
     @classmethod
     def worker_lost(cls, attempts: int) -> JobError:
         return cls(503, "runner_disconnected", f"The worker running this request died {attempts} times; gave up")
+
+    @classmethod
+    def bad_image_url(cls, reason: str) -> JobError:
+        """Refused or unusable image_url: a 422 naming the field, as if the API had refused it."""
+        item = {"loc": ["body", "image_url"], "msg": f"image_url {reason}", "type": "image_url_error"}
+        return cls(422, "image_url_error", [item])
 
     @classmethod
     def cancelled(cls) -> JobError:

@@ -80,6 +80,28 @@ def webhook_dispatcher(settings: Settings, store: Any) -> Any:
     return WebhookDispatcher(store, client, signer, policy, hooks.poll_interval_s)
 
 
+def own_origins(settings: Settings) -> tuple[str, ...]:
+    """The origins this server's own /files/ URLs can carry (read from storage, never fetched)."""
+    api = settings.api
+    hosts = {api.host, "127.0.0.1", "localhost"} if api.host in ("127.0.0.1", "0.0.0.0", "::") else {api.host}
+    origins = [f"http://{h}:{api.port}" for h in hosts]
+    if api.tls_port:
+        origins += [f"https://{h}:{api.tls_port}" for h in hosts]
+    return tuple(origins) + ((api.public_url,) if api.public_url else ())
+
+
+def image_fetcher(settings: Settings, blobs: Any) -> Any:
+    from fluxserve.image_inputs import ImageFetcher
+    from fluxserve.safe_http import SafeClient, UrlPolicy
+
+    urls = settings.urls
+    policy = UrlPolicy(
+        allow_private=urls.allow_private, allowed_networks=urls.allowed_networks, max_bytes=urls.max_bytes,
+        total_timeout_s=urls.total_timeout_s, max_redirects=urls.max_redirects,
+    )  # fmt: skip
+    return ImageFetcher(SafeClient(policy), blobs, own_origins(settings), urls.max_bytes)
+
+
 class ApiServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

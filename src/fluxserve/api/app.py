@@ -9,7 +9,7 @@ from fastapi import FastAPI
 import fluxserve
 from fluxserve.api import errors
 from fluxserve.api.deps import Services
-from fluxserve.api.routes import files, ops, queue, run
+from fluxserve.api.routes import files, ops, queue, run, storage
 from fluxserve.config import ApiSettings, QueueSettings
 from fluxserve.queue.base import JobStore
 from fluxserve.storage.base import BlobStore
@@ -26,6 +26,7 @@ def create_app(
     app.state.services = Services(api=api, queue=queue_settings, store=store, blobs=blobs, signer=signer)
     errors.install(app)
     app.include_router(ops.router)
+    app.include_router(storage.router)
     app.include_router(files.router)
     app.include_router(queue.router())
     app.include_router(run.router())

@@ -9,8 +9,10 @@ from typing import Callable
 from pydantic import BaseModel
 
 from fluxserve import sizing
-from fluxserve.api.schemas import SchnellInput, requested_size
-from fluxserve.errors import InputError
+from fluxserve.api.schemas import ReduxInput, SchnellInput, requested_size
+from fluxserve.config import ApiSettings
+from fluxserve.errors import InputError, Unavailable
+from fluxserve.image_inputs import ImageInputError, check_image_url
 from fluxserve.jobs import GenerationSpec
 
 # Random seeds are drawn below 2**32, the range of the seeds in fal's own responses.
@@ -31,22 +33,43 @@ def resolve_size(image_size: object, max_pixels: int) -> tuple[int, int]:
     return width, height
 
 
-def text_to_spec(body: SchnellInput, base_url: str, max_pixels: int) -> GenerationSpec:
+def common_fields(body: SchnellInput | ReduxInput, base_url: str, max_pixels: int) -> dict[str, object]:
+    """The parameters both endpoints share, resolved: size rounded and capped, seed drawn."""
     width, height = resolve_size(body.image_size, max_pixels)
-    return GenerationSpec(
-        kind="text",
-        prompt=body.prompt,
+    return dict(
         width=width,
         height=height,
         num_inference_steps=body.num_inference_steps,
         seed=draw_seed() if body.seed is None else body.seed,
         num_images=body.num_images,
-        guidance_scale=body.guidance_scale,
         enable_safety_checker=body.enable_safety_checker,
         output_format=body.output_format.value,
         sync_mode=body.sync_mode,
         acceleration=body.acceleration.value,
         base_url=base_url,
+    )
+
+
+def text_to_spec(body: SchnellInput, base_url: str, max_pixels: int) -> GenerationSpec:
+    return GenerationSpec(
+        kind="text",
+        prompt=body.prompt,
+        guidance_scale=body.guidance_scale,
+        **common_fields(body, base_url, max_pixels),  # type: ignore[arg-type]
+    )
+
+
+def redux_to_spec(body: ReduxInput, base_url: str, max_pixels: int) -> GenerationSpec:
+    try:
+        check_image_url(body.image_url)  # syntax only: addresses are checked when the worker fetches it
+    except ImageInputError as exc:
+        raise InputError("image_url", str(exc), kind="image_url_invalid") from None
+    return GenerationSpec(
+        kind="redux",
+        prompt="",  # Redux has no prompt; fal answers an empty one
+        guidance_scale=3.5,
+        image_url=body.image_url,
+        **common_fields(body, base_url, max_pixels),  # type: ignore[arg-type]
     )
 
 
@@ -56,6 +79,14 @@ class Endpoint:
     input_model: type[BaseModel]
     to_spec: Callable[..., GenerationSpec]
     summary: str
+    needs_redux: bool = False
+
+    def ensure_available(self, api: ApiSettings) -> None:
+        if self.needs_redux and not api.redux_enabled:
+            raise Unavailable(
+                "This server has no Redux model: start it with --redux-model PATH (a FLUX.1-Redux-dev folder)",
+                error_type="redux_not_configured",
+            )
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -64,5 +95,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         input_model=SchnellInput,
         to_spec=text_to_spec,
         summary="FLUX.1 [schnell]: text to image",
+    ),
+    Endpoint(
+        app_id="fal-ai/flux/schnell/redux",
+        input_model=ReduxInput,
+        to_spec=redux_to_spec,
+        summary="FLUX.1 [schnell] Redux: variations of an image",
+        needs_redux=True,
     ),
 )

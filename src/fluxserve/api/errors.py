@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from fluxserve.errors import InputError, NotFound
+from fluxserve.errors import InputError, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +15,11 @@ log = logging.getLogger(__name__)
 async def input_error(request: Request, exc: InputError) -> JSONResponse:
     item = {"loc": [exc.location, exc.field], "msg": exc.message, "type": exc.kind}
     return JSONResponse({"detail": [item]}, status_code=422)
+
+
+async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+    # 501, not 503: the server will not grow a model by itself, so clients must not retry.
+    return JSONResponse({"detail": str(exc), "error_type": exc.error_type}, status_code=501)
 
 
 async def not_found(request: Request, exc: NotFound) -> JSONResponse:
@@ -29,4 +34,5 @@ async def unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(InputError, input_error)  # type: ignore[arg-type]
     app.add_exception_handler(NotFound, not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(Unavailable, unavailable)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected)

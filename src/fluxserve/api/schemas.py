@@ -129,6 +129,20 @@ class SchnellInput(BaseModel):
         return prompt
 
 
+class ReduxInput(BaseModel):
+    """Input of `fal-ai/flux/schnell/redux`."""
+
+    image_url: str = Field(min_length=1, description="The URL of the image to generate an image from.")
+    num_inference_steps: NumInferenceSteps
+    image_size: ImageSizeField
+    seed: Seed
+    sync_mode: SyncMode
+    num_images: NumImages
+    enable_safety_checker: EnableSafetyChecker
+    output_format: OutputFormatField
+    acceleration: AccelerationField
+
+
 class Image(BaseModel):
     url: str = Field(description="The URL where the image can be downloaded, or a data URI in sync mode.")
     content_type: str = Field(description="The mime type of the image.")

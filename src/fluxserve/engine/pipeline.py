@@ -12,7 +12,9 @@ from typing import Any, Protocol
 from fluxserve.config import EngineSettings
 from fluxserve.engine import seeds
 from fluxserve.engine.loading import Placement, load_flux_pipeline, require_model_dir, resolve_placement
+from fluxserve.engine.redux import ReduxPrior
 from fluxserve.engine.safety import SafetyChecker
+from fluxserve.errors import GenerationError
 from fluxserve.jobs import GenerationSpec
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class FluxEngine:
     pipe: Any
     safety: SafetyChecker | None
     placement: Placement
+    redux: ReduxPrior | None = None
 
     @classmethod
     def load(cls, settings: EngineSettings) -> FluxEngine:
@@ -75,19 +78,18 @@ class FluxEngine:
             safety = SafetyChecker.load(settings.safety_checker_path or settings.model_path, placement)
         else:
             log.warning("safety checker disabled by the operator: has_nsfw_concepts is always false")
-        return cls(pipe=pipe, safety=safety, placement=placement)
+        redux = ReduxPrior.load(settings.redux_model_path, placement) if settings.redux_model_path else None
+        return cls(pipe=pipe, safety=safety, placement=placement, redux=redux)
 
-    def generate(self, spec: GenerationSpec, progress: Progress | None = None) -> Generated:
-        """Text encode, denoise (all num_images in one batch, one generator per image), decode, safety."""
+    def generate(self, spec: GenerationSpec, progress: Progress | None = None, image: Any = None) -> Generated:
+        """Encode (text, or the Redux image), denoise (all num_images in one batch, one generator per image),
+        decode, safety."""
         import torch
 
         timer = StageTimer(progress or NoProgress())
         with torch.inference_mode():
-            with timer.stage("text encode"):
-                prompt_embeds, pooled, _ = self.pipe.encode_prompt(
-                    prompt=spec.prompt, prompt_2=None, device=self.placement.device,
-                    num_images_per_prompt=spec.num_images, max_sequence_length=MAX_SEQUENCE_LENGTH,
-                )  # fmt: skip
+            with timer.stage("text encode" if spec.kind == "text" else "image encode"):
+                prompt_embeds, pooled = self.conditioning(spec, image)
             with timer.stage("denoise"):
                 latents = self.denoise(spec, prompt_embeds, pooled, timer.progress)
             with timer.stage("decode"):
@@ -98,6 +100,17 @@ class FluxEngine:
                 images, flags = self.safety.check(images)
         timings = {"inference": sum(timer.timings.values()), **timer.timings}
         return Generated(images=images, has_nsfw_concepts=flags, timings=timings)
+
+    def conditioning(self, spec: GenerationSpec, image: Any) -> tuple[Any, Any]:
+        if spec.kind == "redux":
+            if self.redux is None:
+                raise GenerationError("this worker has no Redux model (start it with --redux-model)")
+            return self.redux.embed(image, spec.num_images)
+        prompt_embeds, pooled, _ = self.pipe.encode_prompt(
+            prompt=spec.prompt, prompt_2=None, device=self.placement.device,
+            num_images_per_prompt=spec.num_images, max_sequence_length=MAX_SEQUENCE_LENGTH,
+        )  # fmt: skip
+        return prompt_embeds, pooled
 
     def denoise(self, spec: GenerationSpec, prompt_embeds: Any, pooled: Any, progress: Progress) -> Any:
         def step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,10 @@ from typing import Any
 # Small dims that keep FLUX's real structure: a 4-level VAE (8x downsampling, 16 latent channels) so the
 # transformer sees as many image tokens as the real model does at the same size.
 HIDDEN = 32
+# The text dims stay those of the real model (T5-XXL 4096, CLIP-L 768): Redux without text encoders, as
+# FLUX.1-Redux-dev is used, feeds the transformer zero text embeddings of exactly these sizes.
+T5_DIM = 4096
+CLIP_DIM = 768
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -61,19 +65,19 @@ def flux_components() -> dict[str, Any]:
     torch.manual_seed(0)
     transformer = FluxTransformer2DModel(
         patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=HIDDEN, pooled_projection_dim=HIDDEN,
+        num_attention_heads=2, joint_attention_dim=T5_DIM, pooled_projection_dim=CLIP_DIM,
         guidance_embeds=False, axes_dims_rope=[4, 4, 8],
     )  # fmt: skip
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=37, projection_dim=HIDDEN,
+        vocab_size=len(tokenizer), hidden_size=CLIP_DIM, intermediate_size=37, projection_dim=HIDDEN,
         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     ))  # fmt: skip
     torch.manual_seed(0)
     text_encoder_2 = T5EncoderModel(T5Config(
-        vocab_size=len(tokenizer_2), d_model=HIDDEN, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+        vocab_size=len(tokenizer_2), d_model=T5_DIM, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
         relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
         use_cache=False,
     ))  # fmt: skip
@@ -122,4 +126,34 @@ def build_tiny_flux(target: Path) -> Path:
     checker, extractor = safety_components()
     checker.save_pretrained(target / "safety_checker")
     extractor.save_pretrained(target / "feature_extractor")
+    return target
+
+
+def redux_components() -> dict[str, Any]:
+    """SigLIP image encoder + Redux embedder, in the FLUX.1-Redux-dev layout (no text encoders)."""
+    import torch
+    from diffusers.pipelines.flux.modeling_flux import ReduxImageEncoder
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(0)
+    image_encoder = SiglipVisionModel(SiglipVisionConfig(
+        hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+        patch_size=4,
+    ))  # fmt: skip
+    torch.manual_seed(0)
+    image_embedder = ReduxImageEncoder(redux_dim=HIDDEN, txt_in_features=T5_DIM)
+    extractor = SiglipImageProcessor(
+        size={"height": 32, "width": 32}, resample=3, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    return dict(image_encoder=image_encoder, feature_extractor=extractor, image_embedder=image_embedder)
+
+
+def build_tiny_redux(target: Path) -> Path:
+    """Write the tiny Redux prior. Stored in bfloat16: its embedder is 12288x4096 (the real width)."""
+    import torch
+    from diffusers import FluxPriorReduxPipeline
+
+    target.mkdir(parents=True, exist_ok=True)
+    prior = FluxPriorReduxPipeline(**redux_components())
+    prior.to(torch.bfloat16).save_pretrained(target)
     return target

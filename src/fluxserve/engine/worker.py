@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol
 
 from fluxserve.engine.encode import CONTENT_TYPES, EXTENSIONS, data_uri, encode
 from fluxserve.errors import JobCancelled
+from fluxserve.image_inputs import ImageFetcher, ImageInputError
 from fluxserve.jobs import GenerationSpec, Job, JobError, JobStatus, LogLine
 from fluxserve.queue.base import JobStore
 from fluxserve.storage.base import BlobStore
@@ -29,7 +30,7 @@ FATAL_MARKERS = ("CUDA error", "device-side assert", "CUBLAS_STATUS", "cuDNN err
 
 
 class Engine(Protocol):
-    def generate(self, spec: GenerationSpec, progress: Any = None) -> Any: ...
+    def generate(self, spec: GenerationSpec, progress: Any = None, image: Any = None) -> Any: ...
 
 
 class FatalWorkerError(Exception):
@@ -100,10 +101,12 @@ class Worker:
         engine: Engine,
         config: WorkerConfig | None = None,
         clock: Callable[[], float] = time.time,
+        images: ImageFetcher | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.engine = engine
+        self.images = images
         self.config = config or WorkerConfig()
         self.clock = clock
         self._stop = threading.Event()
@@ -146,9 +149,13 @@ class Worker:
         error: JobError | None = JobError(500, "internal_error", "The worker stopped before finishing")
         try:
             with LeaseKeeper(self.store, job.id, self.config):
-                generated = self.engine.generate(job.spec, JobProgress(self, job))
+                image = self.input_image(job)
+                generated = self.engine.generate(job.spec, JobProgress(self, job), image)
                 self.log(job, "store")
                 output = self.build_output(job.spec, generated, blob_keys)
+        except ImageInputError as exc:
+            log.info("job %s: unusable image_url: %s", job.id, exc)
+            error = JobError.bad_image_url(str(exc))
         except JobCancelled:
             log.info("job %s stopped: cancelled or no longer leased to %s", job.id, self.id)
             error = None  # the store already records how it ended
@@ -161,6 +168,15 @@ class Worker:
             error = JobError.generation_failed(exc)
         finally:
             self.finish(job, output, blob_keys, error)
+
+    def input_image(self, job: Job) -> Any:
+        """Redux's input image, fetched and decoded here, outside the engine; nothing fetched is kept."""
+        if job.spec.image_url is None:
+            return None
+        if self.images is None:
+            raise ImageInputError("cannot be fetched: this worker has no image fetcher configured")
+        self.log(job, "fetch image")
+        return self.images.load(job.spec.image_url, job.spec.base_url)
 
     def finish(self, job: Job, output: dict[str, Any] | None, blob_keys: list[str], error: JobError | None) -> None:
         if output is not None and self.store.complete(job.id, output, blob_keys):

@@ -9,6 +9,9 @@ class BlobStore(Protocol):
     def put(self, data: bytes, content_type: str, extension: str) -> str:
         """Store bytes; return the key they are stored under."""
 
+    def put_at(self, key: str, data: bytes) -> None:
+        """Store bytes under a key this store handed out earlier (uploads)."""
+
     def url(self, key: str, base_url: str) -> str:
         """An absolute URL for a key, given the base URL the client reached the API on."""
 

@@ -25,10 +25,16 @@ class LocalBlobStore:
 
     def put(self, data: bytes, content_type: str, extension: str) -> str:
         key = f"{uuid.uuid4().hex}.{extension}"
+        self.put_at(key, data)
+        return key
+
+    def put_at(self, key: str, data: bytes) -> None:
+        """Store under a key handed out earlier (an upload URL)."""
+        if not KEY_PATTERN.match(key):
+            raise NotFound(key)
         tmp = self.root / f".{key}.tmp"
         tmp.write_bytes(data)
         tmp.replace(self.root / key)  # atomic: a reader never sees half a file
-        return key
 
     def url(self, key: str, base_url: str) -> str:
         return base_url.rstrip("/") + FILES_ROUTE + key

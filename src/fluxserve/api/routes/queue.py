@@ -37,6 +37,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         x_fal_request_start_timeout: Optional[str] = Header(default=None),
         svc: Services = Depends(services),
     ) -> JSONResponse:
+        endpoint.ensure_available(svc.api)
         base = base_url(request, svc)
         spec = endpoint.to_spec(body, base, svc.api.max_pixels)
         limit = min(svc.queue.max_queue_length, fal_max_queue_length or svc.queue.max_queue_length)

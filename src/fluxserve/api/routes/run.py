@@ -27,6 +27,7 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         x_fal_request_start_timeout: Optional[str] = Header(default=None),
         svc: Services = Depends(services),
     ) -> JSONResponse:
+        endpoint.ensure_available(svc.api)
         spec = endpoint.to_spec(body, base_url(request, svc), svc.api.max_pixels)
         deadline = start_timeout(x_fal_request_start_timeout or x_fal_request_timeout)
         job = await jobs.submit(svc, endpoint.app_id, spec, deadline)
