@@ -50,3 +50,20 @@ def test_serve_prints_urls_answers_and_stops_on_sigterm(tiny_model_dir, tmp_path
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     assert code == 0
+
+
+def test_worker_logs_what_it_loaded(tiny_model_dir, tiny_redux_dir, tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fluxserve", "worker", "--data-dir", str(tmp_path), "--model", str(tiny_model_dir),
+         "--redux-model", str(tiny_redux_dir), "--device", "cpu", "--worker-id", "w1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        out = read_until(proc, "worker w1 ready")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    for name in ("transformer", "vae", "text_encoder", "text_encoder_2", "image_encoder", "image_embedder"):
+        assert re.search(rf"loaded {name}\s+\w+ from \S+: float32, [\d.]+M parameters, \d+ MB, on cpu", out), name
+    assert "Redux weights licence: FLUX.1 [dev] Non-Commercial License" in out
+    assert "loaded safety checker" in out

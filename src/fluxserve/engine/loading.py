@@ -137,5 +137,20 @@ def load_flux_pipeline(root: Path, placement: Placement) -> Any:
     except Exception as exc:  # diffusers raises many kinds; the operator needs one clear line
         raise ModelLoadError(f"could not load {root}: {type(exc).__name__}: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
-    log.info("loaded %s on %s as %s", root, placement.device, placement.dtype_name)
+    log_components(root, pipe.components, placement)
     return pipe.to(placement.device)
+
+
+def log_components(root: Path, components: dict[str, Any], placement: Placement) -> None:
+    """One line per component: where it came from, its dtype and size, so operators see what they serve."""
+    for name, component in components.items():
+        if component is None:
+            continue
+        parameters = getattr(component, "parameters", None)
+        if parameters is None:
+            log.info("loaded %-15s %s from %s", name, type(component).__name__, root / name)
+            continue
+        count = sum(p.numel() for p in parameters())
+        size_mb = sum(p.numel() * p.element_size() for p in parameters()) / 2**20
+        log.info("loaded %-15s %s from %s: %s, %.1fM parameters, %.0f MB, on %s", name, type(component).__name__,
+                 root / name, placement.dtype_name, count / 1e6, size_mb, placement.device)  # fmt: skip

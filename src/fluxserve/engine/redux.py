@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fluxserve.engine.loading import Placement, quiet_libraries
+from fluxserve.engine.loading import Placement, log_components, quiet_libraries
 from fluxserve.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,8 @@ class ReduxPrior:
             prior = FluxPriorReduxPipeline.from_pretrained(root, dtype=placement.dtype, local_files_only=True)
         except Exception as exc:
             raise ModelLoadError(f"could not load the Redux model {root}: {type(exc).__name__}: {exc}") from exc
-        log.info("loaded Redux prior %s on %s as %s; licence: %s", root, placement.device, placement.dtype_name,
-                 LICENCE)  # fmt: skip
+        log_components(root, prior.components, placement)
+        log.info("Redux weights licence: %s", LICENCE)
         return cls(prior=prior.to(placement.device), placement=placement)
 
     def embed(self, image: Any, num_images: int) -> tuple[Any, Any]:
