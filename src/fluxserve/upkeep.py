@@ -4,10 +4,10 @@ fail jobs past their start deadline, requeue jobs whose worker died, and remove 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable
 
+from fluxserve.background import Periodic
 from fluxserve.config import QueueSettings
 from fluxserve.queue.base import JobStore
 from fluxserve.storage.base import BlobStore
@@ -26,24 +26,9 @@ class Upkeep:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store, self.blobs, self.settings, self.clock = store, blobs, settings, clock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="upkeep", daemon=True)
         self._last_sweep = float("-inf")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(TICK_S):
-            try:
-                self.tick()
-            except Exception:  # a locked database or a full disk must not end upkeep for good
-                log.exception("upkeep failed; retrying next tick")
+        self.loop = Periodic("upkeep", TICK_S, self.tick)
+        self.start, self.stop = self.loop.start, self.loop.stop
 
     def tick(self) -> None:
         self.store.expire_start_deadlines()

@@ -7,10 +7,10 @@ and another dispatcher (any API process) sends it. Each attempt is recorded on t
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any, Callable
 
+from fluxserve.background import Periodic
 from fluxserve.jobs import Job, JobStatus, WebhookDelivery
 from fluxserve.queue.base import JobStore
 from fluxserve.webhooks import RetryPolicy, WebhookSigner, deliver_once, webhook_body
@@ -43,25 +43,9 @@ class WebhookDispatcher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store, self.client, self.signer, self.policy = store, client, signer, policy
-        self.poll_interval_s = poll_interval_s
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_interval_s):
-            try:
-                self.dispatch_due()
-            except Exception:
-                log.exception("webhook dispatch failed; retrying")
+        self.loop = Periodic("webhooks", poll_interval_s, self.dispatch_due)
+        self.start, self.stop = self.loop.start, self.loop.stop
 
     def dispatch_due(self) -> int:
         # The lease covers one attempt's worst case, so a slow receiver is never sent the same attempt twice.

@@ -50,4 +50,4 @@ def test_upkeep_stops_again_and_again(tmp_path):
     upkeep.start()
     for _ in range(5):
         upkeep.stop()
-    assert not upkeep._thread.is_alive()
+    assert not upkeep.loop.alive
