@@ -64,8 +64,19 @@ def open_blobs(settings: Settings) -> LocalBlobStore:
     return LocalBlobStore.open(settings.storage.root)
 
 
+def url_policy(settings: Settings) -> Any:
+    """The limits every untrusted URL (webhook target, image_url) is fetched under."""
+    from fluxserve.safe_http import UrlPolicy
+
+    urls = settings.urls
+    return UrlPolicy(
+        allow_private=urls.allow_private, allowed_networks=urls.allowed_networks, max_bytes=urls.max_bytes,
+        total_timeout_s=urls.total_timeout_s, max_redirects=urls.max_redirects,
+    )  # fmt: skip
+
+
 def webhook_dispatcher(settings: Settings, store: Any) -> Any:
-    from fluxserve.safe_http import SafeClient, UrlPolicy
+    from fluxserve.safe_http import SafeClient
     from fluxserve.webhook_dispatch import WebhookDispatcher
     from fluxserve.webhooks import RetryPolicy, WebhookSigner
 
@@ -74,9 +85,8 @@ def webhook_dispatcher(settings: Settings, store: Any) -> Any:
         max_attempts=hooks.max_attempts, first_delay_s=hooks.first_delay_s, factor=hooks.factor,
         max_delay_s=hooks.max_delay_s, timeout_s=hooks.timeout_s,
     )  # fmt: skip
-    urls = UrlPolicy(allow_private=settings.urls.allow_private, allowed_networks=settings.urls.allowed_networks)
     signer = WebhookSigner.load_or_create(settings.webhook_key_path)
-    client = SafeClient(policy.client_policy(urls))
+    client = SafeClient(policy.client_policy(url_policy(settings)))  # a webhook's own, shorter time limit
     return WebhookDispatcher(store, client, signer, policy, hooks.poll_interval_s)
 
 
@@ -92,14 +102,9 @@ def own_origins(settings: Settings) -> tuple[str, ...]:
 
 def image_fetcher(settings: Settings, blobs: Any) -> Any:
     from fluxserve.image_inputs import ImageFetcher
-    from fluxserve.safe_http import SafeClient, UrlPolicy
+    from fluxserve.safe_http import SafeClient
 
-    urls = settings.urls
-    policy = UrlPolicy(
-        allow_private=urls.allow_private, allowed_networks=urls.allowed_networks, max_bytes=urls.max_bytes,
-        total_timeout_s=urls.total_timeout_s, max_redirects=urls.max_redirects,
-    )  # fmt: skip
-    return ImageFetcher(SafeClient(policy), blobs, own_origins(settings), urls.max_bytes)
+    return ImageFetcher(SafeClient(url_policy(settings)), blobs, own_origins(settings), settings.urls.max_bytes)
 
 
 class ApiServer:
