@@ -59,6 +59,7 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     f.add("--data-dir", Path, Path("data"))
     f.add("--model", Path, help="diffusers folder in the FLUX.1-schnell layout "
           "(default: <data-dir>/models/flux-schnell-tiny)")  # fmt: skip
+    f.add("--model-base", Path, help="with --model FILE.safetensors: the diffusers folder for the other components")
     f.add("--device", default="auto", choices=["auto", "cpu", "cuda"])
     f.add("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     f.add("--redux-model", Path, help="FluxPriorReduxPipeline folder (the FLUX.1-Redux-dev layout) for Redux")
@@ -115,6 +116,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         storage=StorageSettings(root=data_dir / "files"),
         engine=EngineSettings(
             model_path=args.model or data_dir / TINY_MODEL_SUBDIR,
+            model_base=args.model_base,
             device=args.device,
             dtype=args.dtype,
             safety_checker_path=Path(safety) if safety and safety != "none" else None,
@@ -153,16 +155,16 @@ def banner(server: Any, settings: Settings) -> str:
 
 def check_model(settings: Settings) -> None:
     """The model folder and safety checker, checked before any process starts (no torch import)."""
-    from fluxserve.engine.loading import require_model_dir
+    from fluxserve.engine.loading import require_model
     from fluxserve.engine.safety import require_safety_checker
 
-    require_model_dir(settings.engine.model_path)
+    root = require_model(settings.engine)
     if settings.engine.redux_model_path:
         from fluxserve.engine.redux import require_redux_dir
 
         require_redux_dir(settings.engine.redux_model_path)
     if not settings.engine.safety_disabled:
-        require_safety_checker(settings.engine.safety_checker_path or settings.engine.model_path)
+        require_safety_checker(settings.engine.safety_checker_path or root)
 
 
 def run_api(settings: Settings) -> int:

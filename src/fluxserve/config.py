@@ -77,13 +77,16 @@ class StorageSettings:
 
 @dataclass(frozen=True)
 class EngineSettings:
+    # A diffusers folder, or a single .safetensors transformer file (then model_base gives the rest).
     model_path: Path
+    model_base: Path | None = None
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
     # A folder holding a StableDiffusionSafetyChecker (+ its CLIP feature extractor). None: look next to
     # the model. Operators who run without one must say so explicitly (safety_disabled).
     safety_checker_path: Path | None = None
     safety_disabled: bool = False
+
     # A FluxPriorReduxPipeline folder (the FLUX.1-Redux-dev layout); None: no Redux endpoint.
     redux_model_path: Path | None = None
 

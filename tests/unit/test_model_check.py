@@ -75,3 +75,17 @@ def test_serve_without_a_safety_checker_says_how_to_proceed(model_copy, tmp_path
     )  # fmt: skip
     assert out.returncode == 2 and "--safety-checker none" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_serve_with_a_single_file_and_no_base_names_what_is_missing(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    path = tmp_path / "flux1-schnell.safetensors"
+    save_file({"x_embedder.weight": torch.zeros(2, 2), "transformer_blocks.0.x": torch.zeros(1)}, str(path))
+    out = subprocess.run(
+        [sys.executable, "-m", "fluxserve", "serve", "--data-dir", str(tmp_path), "--model", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "pass --model-base PATH" in out.stderr
+    assert "Traceback" not in out.stderr

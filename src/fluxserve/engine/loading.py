@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fluxserve.config import EngineSettings
 from fluxserve.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,9 @@ def _schnell_problems(root: Path) -> list[str]:
     return problems
 
 
-def check_model_dir(root: Path) -> list[str]:
-    """Every reason this folder cannot be served as FLUX.1 [schnell]; empty when it can."""
+def check_model_dir(root: Path, transformer_weights: bool = True) -> list[str]:
+    """Every reason this folder cannot be served as FLUX.1 [schnell]; empty when it can.
+    transformer_weights=False: the transformer comes from a single file, its folder needs only config.json."""
     if not root.is_dir():
         return [f"model folder {root} does not exist"]
     index = _read_json(root / "model_index.json")
@@ -77,12 +79,32 @@ def check_model_dir(root: Path) -> list[str]:
         return [f"model_index.json names {index.get('_class_name')!r}, not 'FluxPipeline'"]
     problems = [f"model_index.json does not list {name}" for name in COMPONENTS if name not in index]
     for name, (config_file, has_weights) in COMPONENTS.items():
+        has_weights = has_weights and (transformer_weights or name != "transformer")
         problems += _component_problems(root, name, config_file, has_weights)
     return problems or _schnell_problems(root)
 
 
-def require_model_dir(root: Path) -> None:
-    problems = check_model_dir(root)
+def require_model(settings: EngineSettings) -> Path:
+    """Check the model the settings name (folder, or single file + base folder); return the pipeline folder."""
+    path = settings.model_path
+    if not path.is_file():
+        require_model_dir(path)
+        return path
+    if settings.model_base is None:
+        raise ModelLoadError(
+            f"--model {path} is a single transformer file; the VAE, text encoders, tokenizers and scheduler come "
+            "from a diffusers folder: pass --model-base PATH (e.g. a FLUX.1-schnell folder; its transformer/ "
+            "needs only config.json)"
+        )
+    require_model_dir(settings.model_base, transformer_weights=False)
+    from fluxserve.engine.checkpoints import identify, read_header
+
+    identify(path, read_header(path))
+    return settings.model_base
+
+
+def require_model_dir(root: Path, transformer_weights: bool = True) -> None:
+    problems = check_model_dir(root, transformer_weights)
     if problems:
         lines = "\n  - ".join(problems)
         raise ModelLoadError(
@@ -127,13 +149,13 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def load_flux_pipeline(root: Path, placement: Placement) -> Any:
-    require_model_dir(root)
+def load_flux_pipeline(root: Path, placement: Placement, **components: Any) -> Any:
+    """FluxPipeline from a folder; `components` (e.g. a transformer loaded from one file) replace its own."""
     quiet_libraries()
     from diffusers import FluxPipeline
 
     try:
-        pipe = FluxPipeline.from_pretrained(root, dtype=placement.dtype, local_files_only=True)
+        pipe = FluxPipeline.from_pretrained(root, dtype=placement.dtype, local_files_only=True, **components)
     except Exception as exc:  # diffusers raises many kinds; the operator needs one clear line
         raise ModelLoadError(f"could not load {root}: {type(exc).__name__}: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)

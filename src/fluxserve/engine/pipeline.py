@@ -11,7 +11,8 @@ from typing import Any, Protocol
 
 from fluxserve.config import EngineSettings
 from fluxserve.engine import seeds
-from fluxserve.engine.loading import Placement, load_flux_pipeline, require_model_dir, resolve_placement
+from fluxserve.engine.checkpoints import load_transformer
+from fluxserve.engine.loading import Placement, load_flux_pipeline, require_model, resolve_placement
 from fluxserve.engine.redux import ReduxPrior
 from fluxserve.engine.safety import SafetyChecker
 from fluxserve.errors import GenerationError
@@ -70,12 +71,15 @@ class FluxEngine:
 
     @classmethod
     def load(cls, settings: EngineSettings) -> FluxEngine:
-        require_model_dir(settings.model_path)  # before importing torch: a bad folder fails in a second
+        root = require_model(settings)  # before importing torch: a bad folder or file fails in a second
         placement = resolve_placement(settings.device, settings.dtype)
-        pipe = load_flux_pipeline(settings.model_path, placement)
+        components = {}
+        if settings.model_path.is_file():
+            components["transformer"] = load_transformer(settings.model_path, root, placement)
+        pipe = load_flux_pipeline(root, placement, **components)
         safety = None
         if not settings.safety_disabled:
-            safety = SafetyChecker.load(settings.safety_checker_path or settings.model_path, placement)
+            safety = SafetyChecker.load(settings.safety_checker_path or root, placement)
         else:
             log.warning("safety checker disabled by the operator: has_nsfw_concepts is always false")
         redux = ReduxPrior.load(settings.redux_model_path, placement) if settings.redux_model_path else None
