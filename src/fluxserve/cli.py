@@ -82,6 +82,9 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
         help="let webhooks and image URLs reach loopback and private networks",
     )  # fmt: skip
     f.add("--allow-network", action="append", help="a CIDR webhooks and image URLs may reach (repeatable)")
+    f.add("--fetch-max-bytes", int, 20 * 1024 * 1024, help="largest image_url download and upload, in bytes")
+    f.add("--fetch-timeout", float, 10.0, help="seconds an image_url download may take in all")
+    f.add("--fetch-max-redirects", int, 5, help="redirects an image_url download may follow")
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -107,7 +110,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         api=ApiSettings(
             host=args.host, port=args.port, tls_port=args.tls_port or None, tls_cert=args.tls_cert,
             tls_key=args.tls_key, public_url=args.public_url, max_pixels=args.max_pixels,
-            redux_enabled=args.redux_model is not None,
+            redux_enabled=args.redux_model is not None, max_upload_bytes=args.fetch_max_bytes,
         ),  # fmt: skip
         queue=QueueSettings(
             db_path=data_dir / "jobs.sqlite3", lease_s=args.lease_seconds, max_attempts=args.max_attempts,
@@ -124,7 +127,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             redux_model_path=args.redux_model,
         ),
         webhooks=WebhookSettings(max_attempts=args.webhook_attempts, first_delay_s=args.webhook_first_delay),
-        urls=UrlSettings(allow_private=args.allow_private_urls, allowed_networks=tuple(args.allow_network or ())),
+        urls=UrlSettings(
+            allow_private=args.allow_private_urls, allowed_networks=tuple(args.allow_network or ()),
+            max_bytes=args.fetch_max_bytes, total_timeout_s=args.fetch_timeout, max_redirects=args.fetch_max_redirects,
+        ),  # fmt: skip
         worker_id=args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
     )
 

@@ -7,6 +7,8 @@ with `requestMiddleware` (fal-protocol.md §1.3, JavaScript) and prints one JSON
 
 from __future__ import annotations
 
+import base64
+
 import json
 import shutil
 import subprocess
@@ -132,3 +134,13 @@ def test_validation_error(fake_server, fake_engine):
     assert error["class"] == "ValidationError" and error["status"] == 422, error
     assert error["body"]["detail"][0]["loc"] == ["body", "num_images"]
     assert fake_engine.calls == []
+
+
+def test_storage_upload_stores_into_fluxserve(fake_server):
+    out = node_client(fake_server.url, "upload")
+    assert out["url"].startswith(f"{fake_server.url}/files/") and out["url"].endswith(".png")
+    with fake_server.client() as http:
+        stored = http.get(out["url"])
+    assert stored.status_code == 200 and stored.headers["content-type"] == "image/png"
+    assert base64.b64encode(stored.content).decode() == out["sent"]
+    assert [method for method, _ in out["requests"]] == ["POST"], "initiate goes through the middleware"

@@ -146,6 +146,16 @@ const scenarios = {
     };
   },
 
+  async upload() {
+    // A 1x1 PNG, uploaded as fal.storage.upload does it (initiate, then PUT to the upload URL).
+    const png = Buffer.from(
+      "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC",
+      "base64",
+    );
+    const url = await fal.storage.upload(new Blob([png], { type: "image/png" }));
+    return { url, sent: png.toString("base64") };
+  },
+
   async validation() {
     return { error: await expectApiError(fal.run(APP, { input: { ...INPUT, num_images: 9 } })) };
   },

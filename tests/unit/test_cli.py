@@ -33,3 +33,19 @@ def test_flags_override():
 def test_environment_gives_defaults_and_tls_port_zero_disables_https():
     s = settings([], env={"FLUXSERVE_PORT": "9100", "FLUXSERVE_TLS_PORT": "0", "FLUXSERVE_MAX_PIXELS": "100"})
     assert s.api.port == 9100 and s.api.tls_port is None and s.api.max_pixels == 100
+
+
+def test_fetch_limits_and_url_policy_flags():
+    s = settings(["--fetch-max-bytes", "1000", "--fetch-timeout", "2.5", "--fetch-max-redirects", "1",
+                  "--allow-network", "10.1.0.0/16", "--allow-network", "127.0.0.1/32", "--redux-model", "/r"])  # fmt: skip
+    assert (s.urls.max_bytes, s.urls.total_timeout_s, s.urls.max_redirects) == (1000, 2.5, 1)
+    assert s.urls.allowed_networks == ("10.1.0.0/16", "127.0.0.1/32") and not s.urls.allow_private
+    assert s.api.max_upload_bytes == 1000 and s.api.redux_enabled and s.engine.redux_model_path == Path("/r")
+    assert settings(["--allow-private-urls"]).urls.allow_private
+
+
+def test_server_builds_its_url_policy_from_settings():
+    from fluxserve.server import url_policy
+
+    policy = url_policy(settings(["--fetch-max-bytes", "1000", "--fetch-timeout", "2.5", "--fetch-max-redirects", "1"]))
+    assert (policy.max_bytes, policy.total_timeout_s, policy.max_redirects) == (1000, 2.5, 1)
