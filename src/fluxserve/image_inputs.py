@@ -77,7 +77,9 @@ def decode_image(data: bytes, max_pixels: int = MAX_INPUT_PIXELS) -> Any:
 
     try:
         image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
+    except UnidentifiedImageError:
+        raise ImageInputError(f"is not an image: {len(data)} bytes that are not PNG, JPEG, WebP or GIF") from None
+    except (Image.DecompressionBombError, OSError) as exc:
         raise ImageInputError(f"is not an image PNG, JPEG, WebP or GIF can decode ({exc})") from None
     if image.format not in ALLOWED_FORMATS:
         raise ImageInputError(f"is a {image.format} image; accepted: PNG, JPEG, WebP, GIF")

@@ -87,7 +87,7 @@ class UnsafeUrl(FetchError):
         target = address if host is None or host == address else f"{host} ({address})"
         super().__init__(
             f"refusing to connect to {target}: {reason} address "
-            "(an operator can allow it with allow_private or allowed_networks)"
+            "(an operator can allow it with --allow-private-urls or --allow-network)"
         )
         self.address = address
         self.reason = reason

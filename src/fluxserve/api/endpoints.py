@@ -63,7 +63,7 @@ def redux_to_spec(body: ReduxInput, base_url: str, max_pixels: int) -> Generatio
     try:
         check_image_url(body.image_url)  # syntax only: addresses are checked when the worker fetches it
     except ImageInputError as exc:
-        raise InputError("image_url", str(exc), kind="image_url_invalid") from None
+        raise InputError("image_url", f"image_url {exc}", kind="image_url_invalid") from None
     return GenerationSpec(
         kind="redux",
         prompt="",  # Redux has no prompt; fal answers an empty one
