@@ -14,7 +14,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install tiny-model node-deps clean
+.PHONY: run test install tiny-model node-deps redis-deps clean
 
 # Reinstall only when the pinned dependencies change, so a second `make run` starts in seconds.
 $(STAMP): pyproject.toml
@@ -42,7 +42,11 @@ $(JS_DIR)/node_modules/.installed: $(JS_DIR)/package.json
 
 node-deps: $(JS_DIR)/node_modules/.installed
 
-test: $(STAMP) node-deps
+# redis-server for the scale-out tests (Debian's package, when missing).
+redis-deps:
+	scripts/install-redis.sh
+
+test: $(STAMP) node-deps redis-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

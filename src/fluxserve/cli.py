@@ -70,6 +70,8 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     f.add("--max-pixels", int, DEFAULT_MAX_PIXELS, help="largest width*height per image; larger requests get a 422")
     f.add("--workers", int, 1, help="worker processes `serve` starts (one per GPU)")
     f.add("--worker-id", help="this worker's name in leases and logs (default: host-pid)")
+    f.add("--store", help="redis://HOST:PORT/DB: a job store shared by many API nodes and workers "
+          "(default: SQLite in <data-dir>)")  # fmt: skip
     f.add("--lease-seconds", float, 30.0, help="a job whose worker stops renewing its lease this long is requeued")
     f.add("--max-attempts", int, 3, help="times a job is started before a dying worker makes it fail")
     f.add("--max-queue-length", int, 10_000, help="queued requests beyond this get a 429")
@@ -113,7 +115,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             redux_enabled=args.redux_model is not None, max_upload_bytes=args.fetch_max_bytes,
         ),  # fmt: skip
         queue=QueueSettings(
-            db_path=data_dir / "jobs.sqlite3", lease_s=args.lease_seconds, max_attempts=args.max_attempts,
+            db_path=data_dir / "jobs.sqlite3", store_url=args.store, lease_s=args.lease_seconds, max_attempts=args.max_attempts,
             max_queue_length=args.max_queue_length, retention_s=args.retention_hours * 3600,
         ),  # fmt: skip
         storage=StorageSettings(root=data_dir / "files"),

@@ -31,6 +31,8 @@ DAY_S = 24 * 3600.0
 @dataclass(frozen=True)
 class QueueSettings:
     db_path: Path
+    # redis://host:port/db to share one queue between machines; None: the embedded SQLite file at db_path.
+    store_url: str | None = None
     # How often a waiting request (sync run, status stream) re-reads its job from the store.
     poll_interval_s: float = 0.05
     # A worker renews its job's lease every lease_s/3; a job whose lease runs out is requeued.

@@ -19,6 +19,7 @@ import uvicorn
 from fluxserve import tls
 from fluxserve.api.app import create_app
 from fluxserve.config import Settings
+from fluxserve.queue.base import JobStore
 from fluxserve.queue.sqlite import SQLiteJobStore
 from fluxserve.storage.local import LocalBlobStore
 from fluxserve.upkeep import Upkeep
@@ -56,8 +57,15 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def open_store(settings: Settings) -> SQLiteJobStore:
-    return SQLiteJobStore.open(settings.queue.db_path)
+def open_store(settings: Settings) -> JobStore:
+    url = settings.queue.store_url
+    if url is None or url.startswith("sqlite"):
+        return SQLiteJobStore.open(settings.queue.db_path)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from fluxserve.queue.redis import RedisJobStore
+
+        return RedisJobStore.open(url)
+    raise ValueError(f"--store {url!r}: expected redis://HOST:PORT/DB (or nothing, for SQLite)")
 
 
 def open_blobs(settings: Settings) -> LocalBlobStore:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 
@@ -22,9 +23,15 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "redis"])
 def store(request, tmp_path, clock):
-    store = SQLiteJobStore.open(tmp_path / "jobs.sqlite3", clock=clock)
+    if request.param == "sqlite":
+        store = SQLiteJobStore.open(tmp_path / "jobs.sqlite3", clock=clock)
+    else:
+        from fluxserve.queue.redis import RedisJobStore
+
+        server = request.getfixturevalue("redis_server")
+        store = RedisJobStore.open(server.url, namespace=f"test-{uuid.uuid4().hex}:", clock=clock)
     yield store
     store.close()
 
@@ -137,6 +144,24 @@ def test_jobs_survive_reopening(tmp_path, clock):
     reopened = SQLiteJobStore.open(path, clock=clock)
     assert reopened.get(job.id).status is JobStatus.QUEUED
     reopened.close()
+
+
+def test_jobs_survive_a_redis_restart(redis_server, clock):
+    from fluxserve.queue.redis import RedisJobStore
+
+    store = RedisJobStore.open(redis_server.url, namespace=f"test-{uuid.uuid4().hex}:", clock=clock)
+    queued, running = submit(store), submit(store)
+    store.claim("w", 10)  # claims `queued`: it was first
+    redis_server.restart()
+    assert store.get(queued.id).status is JobStatus.RUNNING, "the client reconnects by itself"
+    assert store.queue_position(running.id) == 0
+    store.close()
+
+
+def test_submitting_the_same_job_twice_is_a_no_op(store):
+    job = submit(store)
+    store.submit(job)
+    assert store.count_queued() == 1 and store.queue_position(job.id) == 0
 
 
 def test_claims_are_counted_and_a_job_whose_workers_keep_dying_fails(store, clock):

@@ -183,6 +183,9 @@ class Worker:
             return
         if output is None and error is not None:
             self.store.fail(job.id, error)
+        current = self.store.get(job.id)
+        if current is not None and current.output is not None and current.worker_id == self.id:
+            return  # our completion did land (a reply lost to a store restart): the images are its output
         # The job ended some other way meanwhile (cancelled): its images belong to no one.
         for key in blob_keys:
             self.blobs.delete(key)

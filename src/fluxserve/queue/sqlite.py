@@ -123,13 +123,14 @@ class SQLiteJobStore:
 
     def submit(self, job: Job) -> None:
         with self._write() as db:
-            db.execute(
-                "INSERT INTO jobs (id, app, spec, status, created_at, start_deadline, gateway_request_id,"
+            # Submitting the same id twice is a no-op, as in every store.
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO jobs (id, app, spec, status, created_at, start_deadline, gateway_request_id,"
                 " webhook_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.id, job.app, json.dumps(job.spec.to_dict()), JobStatus.QUEUED.value, job.created_at,
                  job.start_deadline, job.gateway_request_id, job.webhook_url),
             )  # fmt: skip
-            if job.webhook_url:
+            if job.webhook_url and inserted.rowcount == 1:
                 db.execute("INSERT INTO webhooks (job_id, url) VALUES (?, ?)", (job.id, job.webhook_url))
 
     def claim(self, worker_id: str, lease_s: float) -> Job | None:

@@ -1,0 +1,308 @@
+"""The scale-out job store: Redis, shared by any number of API nodes and workers.
+
+A reliable-queue pattern on sorted sets, with every state change in one Lua script (atomic on the server):
+- `queue`     queued job ids scored by submission order: ZRANK is the exact queue position, across nodes;
+- `running`   running job ids scored by lease expiry: expired entries are the jobs of dead workers, and go back
+              to `queue` with their original score, so a requeued job keeps its place;
+- `deadlines` queued jobs with a start deadline; `finished` terminal jobs by end time (retention);
+- `hooks`     webhooks due for delivery, scored by when (a claim pushes the score out: that is its lease).
+Transitions check jobs.TRANSITIONS inside the script, so a cancel racing a completion has exactly one winner.
+Time comes from the caller's clock (nodes keep their clocks in sync with NTP), which keeps tests deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any, Callable
+
+from fluxserve.jobs import TRANSITIONS, GenerationSpec, Job, JobError, JobStatus, LogLine, WebhookDelivery
+
+DEFAULT_NAMESPACE = "fluxserve:"
+
+# Shared by every script: change a job's status if the transition table allows it, and keep the indexes true.
+TRANSITION_LUA = """
+local function transition(ns, id, target, now, allowed, fields)
+  local key = ns .. 'job:' .. id
+  local status = redis.call('HGET', key, 'status')
+  if not status or not string.find(allowed, ',' .. status .. ',', 1, true) then return 0 end
+  redis.call('HSET', key, 'status', target)
+  for k, v in pairs(fields) do
+    if v == cjson.null then redis.call('HDEL', key, k) else redis.call('HSET', key, k, v) end
+  end
+  redis.call('ZREM', ns .. 'queue', id)
+  redis.call('ZREM', ns .. 'running', id)
+  redis.call('ZREM', ns .. 'deadlines', id)
+  if target == 'queued' then
+    redis.call('ZADD', ns .. 'queue', redis.call('HGET', key, 'seq'), id)
+    local deadline = redis.call('HGET', key, 'start_deadline')
+    if deadline then redis.call('ZADD', ns .. 'deadlines', deadline, id) end
+  elseif target == 'running' then
+    redis.call('ZADD', ns .. 'running', redis.call('HGET', key, 'lease_until'), id)
+    redis.call('HINCRBY', key, 'attempts', 1)
+  else
+    redis.call('HSET', key, 'finished_at', now)
+    redis.call('HDEL', key, 'lease_until')
+    redis.call('ZADD', ns .. 'finished', now, id)
+    if redis.call('EXISTS', ns .. 'hook:' .. id) == 1 then redis.call('ZADD', ns .. 'hooks', now, id) end
+  end
+  return 1
+end
+
+local function expire_deadlines(ns, now, allowed, error)
+  local expired = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', ns .. 'deadlines', '-inf', '(' .. now)) do
+    if transition(ns, id, 'failed', now, allowed, {error = error}) == 1 then table.insert(expired, id) end
+  end
+  return expired
+end
+"""
+
+SCRIPTS = {
+    # ARGV: ns, id, target, now, allowed, fields(json)
+    "transition": "return transition(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], cjson.decode(ARGV[6]))",
+    # ARGV: ns, id, fields(json), webhook_url ('' for none)
+    "submit": """
+local ns, id = ARGV[1], ARGV[2]
+local key = ns .. 'job:' .. id
+if redis.call('EXISTS', key) == 1 then return 0 end
+local seq = redis.call('INCR', ns .. 'seq')
+local fields = cjson.decode(ARGV[3])
+for k, v in pairs(fields) do redis.call('HSET', key, k, v) end
+redis.call('HSET', key, 'seq', seq, 'status', 'queued', 'attempts', 0)
+redis.call('ZADD', ns .. 'queue', seq, id)
+if fields['start_deadline'] then redis.call('ZADD', ns .. 'deadlines', fields['start_deadline'], id) end
+if ARGV[4] ~= '' then
+  redis.call('HSET', ns .. 'hook:' .. id, 'url', ARGV[4], 'state', 'pending', 'attempts', '[]')
+end
+return 1
+""",
+    # ARGV: ns, now, lease_until, worker, allowed_running, allowed_failed, deadline_error
+    "claim": """
+local ns, now = ARGV[1], ARGV[2]
+expire_deadlines(ns, now, ARGV[6], ARGV[7])
+local ids = redis.call('ZRANGE', ns .. 'queue', 0, 0)
+if #ids == 0 then return false end
+transition(ns, ids[1], 'running', now, ARGV[5], {started_at = now, worker_id = ARGV[4], lease_until = ARGV[3]})
+return ids[1]
+""",
+    # ARGV: ns, now, allowed_failed, deadline_error
+    "expire_deadlines": "return expire_deadlines(ARGV[1], ARGV[2], ARGV[3], ARGV[4])",
+    # ARGV: ns, id, worker, lease_until
+    "renew": """
+local key = ARGV[1] .. 'job:' .. ARGV[2]
+if redis.call('HGET', key, 'status') ~= 'running' or redis.call('HGET', key, 'worker_id') ~= ARGV[3] then
+  return 0
+end
+redis.call('HSET', key, 'lease_until', ARGV[4])
+redis.call('ZADD', ARGV[1] .. 'running', ARGV[4], ARGV[2])
+return 1
+""",
+    # ARGV: ns, now, max_attempts, allowed_queued, allowed_failed, lost_error_template
+    "requeue": """
+local ns, now = ARGV[1], ARGV[2]
+local requeued = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', ns .. 'running', '-inf', '(' .. now)) do
+  local attempts = tonumber(redis.call('HGET', ns .. 'job:' .. id, 'attempts') or '0')
+  if attempts >= tonumber(ARGV[3]) then
+    local error = string.gsub(ARGV[6], '{attempts}', tostring(attempts))
+    transition(ns, id, 'failed', now, ARGV[5], {error = error})
+  elseif transition(ns, id, 'queued', now, ARGV[4], {worker_id = cjson.null, lease_until = cjson.null}) == 1 then
+    table.insert(requeued, id)
+  end
+end
+return requeued
+""",
+    # ARGV: ns, before
+    "purge": """
+local ns = ARGV[1]
+local keys = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', ns .. 'finished', '-inf', '(' .. ARGV[2])) do
+  if redis.call('HGET', ns .. 'hook:' .. id, 'state') ~= 'pending' then
+    table.insert(keys, redis.call('HGET', ns .. 'job:' .. id, 'blob_keys') or '[]')
+    redis.call('DEL', ns .. 'job:' .. id, ns .. 'logs:' .. id, ns .. 'hook:' .. id)
+    redis.call('ZREM', ns .. 'finished', id)
+    redis.call('ZREM', ns .. 'hooks', id)
+  end
+end
+return keys
+""",
+    # ARGV: ns, now, lease_until, limit
+    "claim_hooks": """
+local ns = ARGV[1]
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', ns .. 'hooks', '-inf', ARGV[2], 'LIMIT', 0, ARGV[4])) do
+  redis.call('ZADD', ns .. 'hooks', ARGV[3], id)
+  local hook = ns .. 'hook:' .. id
+  table.insert(out, {id, redis.call('HGET', hook, 'url'), redis.call('HGET', hook, 'attempts')})
+end
+return out
+""",
+    # ARGV: ns, id, attempt(json), next_at ('' for none), state
+    "record_hook": """
+local ns, id = ARGV[1], ARGV[2]
+local hook = ns .. 'hook:' .. id
+local attempts = cjson.decode(redis.call('HGET', hook, 'attempts') or '[]')
+table.insert(attempts, cjson.decode(ARGV[3]))
+redis.call('HSET', hook, 'attempts', cjson.encode(attempts), 'state', ARGV[5])
+if ARGV[5] == 'pending' then redis.call('ZADD', ns .. 'hooks', ARGV[4], id) else redis.call('ZREM', ns .. 'hooks', id) end
+return 1
+""",
+}
+
+
+def _allowed(target: JobStatus) -> str:
+    return "," + ",".join(s.value for s in TRANSITIONS[target]) + ","
+
+
+def _num(value: float | None) -> str | None:
+    return None if value is None else repr(float(value))
+
+
+class RedisJobStore:
+    def __init__(self, client: Any, namespace: str = DEFAULT_NAMESPACE, clock: Callable[[], float] = time.time):
+        self.redis = client
+        self.ns = namespace
+        self._clock = clock
+        self._scripts = {name: client.register_script(TRANSITION_LUA + body) for name, body in SCRIPTS.items()}
+
+    @classmethod
+    def open(cls, url: str, namespace: str = DEFAULT_NAMESPACE, clock: Callable[[], float] = time.time):
+        """Connect with retries, so a Redis restart is ridden through instead of failing requests."""
+        import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            socket_timeout=10,
+            health_check_interval=15,
+        )
+        return cls(client, namespace, clock)
+
+    def _run(self, script: str, *args: Any) -> Any:
+        return self._scripts[script](args=[self.ns, *args])
+
+    def _key(self, kind: str, job_id: str) -> str:
+        return f"{self.ns}{kind}:{job_id}"
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        fields = self.redis.hgetall(self._key("job", job_id))
+        return _fields_to_job(job_id, fields) if fields else None
+
+    def queue_position(self, job_id: str) -> int | None:
+        return self.redis.zrank(f"{self.ns}queue", job_id)
+
+    def count_queued(self) -> int:
+        return self.redis.zcard(f"{self.ns}queue")
+
+    def logs(self, job_id: str) -> list[LogLine]:
+        rows = self.redis.lrange(self._key("logs", job_id), 0, -1)
+        return [LogLine(message=m, timestamp=ts, level=level) for m, ts, level in map(json.loads, rows)]
+
+    def webhook_attempts(self, job_id: str) -> list[dict[str, Any]]:
+        return json.loads(self.redis.hget(self._key("hook", job_id), "attempts") or "[]")
+
+    # -- the life of a job ---------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        fields = {"app": job.app, "spec": json.dumps(job.spec.to_dict()), "created_at": _num(job.created_at),
+                  "gateway_request_id": job.gateway_request_id, "blob_keys": "[]"}  # fmt: skip
+        if job.start_deadline is not None:
+            fields["start_deadline"] = _num(job.start_deadline)
+        if job.webhook_url:
+            fields["webhook_url"] = job.webhook_url
+        # Submitting the same id twice is a no-op, so a retry after a lost reply is safe.
+        self._run("submit", job.id, json.dumps(fields), job.webhook_url or "")
+
+    def claim(self, worker_id: str, lease_s: float) -> Job | None:
+        now = self._clock()
+        job_id = self._run(
+            "claim", _num(now), _num(now + lease_s), worker_id, _allowed(JobStatus.RUNNING),
+            _allowed(JobStatus.FAILED), json.dumps(JobError.start_timeout().to_dict()),
+        )  # fmt: skip
+        return self.get(job_id) if job_id else None
+
+    def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool:
+        return self._run("renew", job_id, worker_id, _num(self._clock() + lease_s)) == 1
+
+    def requeue_expired(self, max_attempts: int = 3) -> list[str]:
+        template = json.dumps(JobError.worker_lost(0).to_dict()).replace(" 0 times", " {attempts} times")
+        return self._run(
+            "requeue", _num(self._clock()), max_attempts, _allowed(JobStatus.QUEUED), _allowed(JobStatus.FAILED),
+            template,
+        )  # fmt: skip
+
+    def expire_start_deadlines(self) -> list[str]:
+        error = json.dumps(JobError.start_timeout().to_dict())
+        return self._run("expire_deadlines", _num(self._clock()), _allowed(JobStatus.FAILED), error)
+
+    def complete(self, job_id: str, output: dict[str, Any], blob_keys: Iterable[str] = ()) -> bool:
+        fields = {"output": json.dumps(output), "blob_keys": json.dumps(list(blob_keys))}
+        return self._transition(job_id, JobStatus.COMPLETED, fields)
+
+    def fail(self, job_id: str, error: JobError) -> bool:
+        return self._transition(job_id, JobStatus.FAILED, {"error": json.dumps(error.to_dict())})
+
+    def cancel(self, job_id: str) -> bool:
+        return self._transition(job_id, JobStatus.CANCELLED, {})
+
+    def append_log(self, job_id: str, line: LogLine) -> None:
+        self.redis.rpush(self._key("logs", job_id), json.dumps([line.message, line.timestamp, line.level]))
+
+    def _transition(self, job_id: str, target: JobStatus, fields: dict[str, Any]) -> bool:
+        now = _num(self._clock())
+        return self._run("transition", job_id, target.value, now, _allowed(target), json.dumps(fields)) == 1
+
+    # -- retention -----------------------------------------------------------------------------------
+
+    def drop_output(self, job_id: str) -> None:
+        self.redis.hdel(self._key("job", job_id), "output")
+
+    def purge_finished(self, before: float) -> list[str]:
+        return [key for keys in self._run("purge", _num(before)) for key in json.loads(keys)]
+
+    # -- webhooks ------------------------------------------------------------------------------------
+
+    def claim_webhooks(self, lease_s: float, limit: int = 16) -> list[WebhookDelivery]:
+        now = self._clock()
+        rows = self._run("claim_hooks", _num(now), _num(now + lease_s), limit)
+        return [WebhookDelivery(job_id=i, url=url, attempts=json.loads(a or "[]")) for i, url, a in rows]
+
+    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str) -> None:
+        self._run("record_hook", job_id, json.dumps(attempt), _num(next_at) or "", state)
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def _float(value: str | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _fields_to_job(job_id: str, f: dict[str, str]) -> Job:
+    return Job(
+        id=job_id,
+        app=f["app"],
+        spec=GenerationSpec.from_dict(json.loads(f["spec"])),
+        status=JobStatus(f["status"]),
+        created_at=float(f["created_at"]),
+        started_at=_float(f.get("started_at")),
+        finished_at=_float(f.get("finished_at")),
+        output=json.loads(f["output"]) if f.get("output") else None,
+        error=JobError.from_dict(json.loads(f["error"])) if f.get("error") else None,
+        worker_id=f.get("worker_id"),
+        lease_until=_float(f.get("lease_until")),
+        attempts=int(f.get("attempts", 0)),
+        start_deadline=_float(f.get("start_deadline")),
+        gateway_request_id=f["gateway_request_id"],
+        webhook_url=f.get("webhook_url"),
+        blob_keys=json.loads(f.get("blob_keys") or "[]"),
+    )
+

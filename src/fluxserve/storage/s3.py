@@ -1,0 +1,192 @@
+"""Blobs in an S3-compatible bucket (AWS S3, MinIO, Cloudflare R2, moto), so several API/worker hosts share files.
+
+The client fetches objects from the bucket itself: url() is either a public/CDN URL or a presigned GET URL, so
+the API never proxies image bytes. Keys are the same `<32 hex>.<ext>` names local storage hands out; anything
+else is refused, so a caller-supplied key can never address another object in the bucket.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from fluxserve.errors import NotFound
+from fluxserve.storage.local import KEY_PATTERN
+
+# SigV4 presigned URLs are valid for at most 7 days; S3 refuses longer ones when they are used, not when signed.
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+ADDRESSING_STYLES = ("path", "virtual", "auto")
+# Error codes S3-compatible services use for "no such object" (HEAD answers a bare 404 without a body).
+MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+MISSING_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def normalize_prefix(prefix: str) -> str:
+    """'' stays ''; 'a/b' and '/a/b/' become 'a/b/', so prefix + key is always a clean object key."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/" if prefix else ""
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """'s3://bucket/some/prefix' -> ('bucket', 'some/prefix/'); the prefix is normalized (see normalize_prefix)."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ValueError(f"not an s3://bucket[/prefix] URL: {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"an s3:// URL takes no query or fragment: {url!r}")
+    return parts.netloc, normalize_prefix(parts.path)
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where the bucket is and how clients reach its objects. None credentials: boto3's usual chain."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None  # None: AWS itself; set it for MinIO, R2, moto
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    public_base_url: str | None = None  # a CDN or public bucket URL; without it url() presigns
+    presign_seconds: int = MAX_PRESIGN_SECONDS
+    addressing_style: str = "path"  # path-style works on MinIO/moto without wildcard DNS
+
+    def __post_init__(self) -> None:
+        # Fail at startup, not on the first request, when the configuration cannot work.
+        if not self.bucket:
+            raise ValueError("S3 bucket name is empty")
+        if not 1 <= self.presign_seconds <= MAX_PRESIGN_SECONDS:
+            raise ValueError(f"presign_seconds must be 1..{MAX_PRESIGN_SECONDS}, not {self.presign_seconds}")
+        if self.addressing_style not in ADDRESSING_STYLES:
+            raise ValueError(f"addressing_style must be one of {ADDRESSING_STYLES}, not {self.addressing_style!r}")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("give both access_key_id and secret_access_key, or neither")
+
+
+def error_code(exc: Exception) -> str:
+    """The S3 error code of a botocore ClientError ('' for anything else)."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def make_client(settings: S3Settings) -> Any:
+    """A boto3 S3 client for settings; boto3 is imported here so that local-only installs never load it."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": settings.addressing_style},
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    # A private session: boto3's default session is module-global state shared with whoever else uses boto3.
+    session = boto3.session.Session(
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        region_name=settings.region,
+    )
+    return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+
+
+def ensure_bucket(client: Any, settings: S3Settings) -> None:
+    """Create the bucket unless it exists; a concurrent creator (another host starting) is fine."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_bucket(Bucket=settings.bucket)
+        return
+    except ClientError as exc:
+        if error_code(exc) not in MISSING_BUCKET_CODES:
+            raise
+    kwargs: dict[str, Any] = {"Bucket": settings.bucket}
+    # us-east-1 is the one region that must NOT be named as a location constraint.
+    if settings.region and settings.region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": settings.region}
+    try:
+        client.create_bucket(**kwargs)
+    except ClientError as exc:
+        if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+
+
+class S3BlobStore:
+    """The BlobStore protocol on an S3-compatible bucket. boto3 clients are thread-safe, so one is shared."""
+
+    def __init__(self, client: Any, settings: S3Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.prefix = normalize_prefix(settings.prefix)
+
+    @classmethod
+    def open(cls, settings: S3Settings, create_bucket: bool = False) -> S3BlobStore:
+        client = make_client(settings)
+        if create_bucket:
+            ensure_bucket(client, settings)
+        return cls(client, settings)
+
+    def close(self) -> None:
+        """Release the client's connection pool (not part of the protocol; tests and shutdown use it)."""
+        self.client.close()
+
+    def object_key(self, key: str) -> str:
+        """The bucket key for a blob key; refuses keys this store did not hand out."""
+        if not KEY_PATTERN.match(key):
+            raise NotFound(key)
+        return self.prefix + key
+
+    def put(self, data: bytes, content_type: str, extension: str) -> str:
+        key = f"{uuid.uuid4().hex}.{extension}"
+        self.write(self.object_key(key), data, content_type)
+        return key
+
+    def put_at(self, key: str, data: bytes) -> None:
+        """Store under a key handed out earlier (an upload URL); the content type follows the extension."""
+        object_key = self.object_key(key)
+        self.write(object_key, data, mimetypes.guess_type(key)[0] or DEFAULT_CONTENT_TYPE)
+
+    def write(self, object_key: str, data: bytes, content_type: str) -> None:
+        # A PUT is atomic on S3: readers see the old object, or none, or the whole new one.
+        self.client.put_object(Bucket=self.settings.bucket, Key=object_key, Body=data, ContentType=content_type)
+
+    def url(self, key: str, base_url: str) -> str:
+        """A URL the client fetches from the bucket (or CDN) directly; base_url is not needed for S3."""
+        object_key = self.object_key(key)
+        if self.settings.public_base_url:
+            return self.settings.public_base_url.rstrip("/") + "/" + quote(object_key, safe="/")
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.settings.bucket, "Key": object_key},
+            ExpiresIn=self.settings.presign_seconds,
+        )
+
+    def read(self, key: str) -> tuple[bytes, str]:
+        from botocore.exceptions import ClientError
+
+        object_key = self.object_key(key)
+        try:
+            response = self.client.get_object(Bucket=self.settings.bucket, Key=object_key)
+        except ClientError as exc:
+            if error_code(exc) in MISSING_OBJECT_CODES:
+                raise NotFound(key) from None
+            raise
+        with response["Body"] as body:
+            data = body.read()
+        return data, response.get("ContentType") or DEFAULT_CONTENT_TYPE
+
+    def delete(self, key: str) -> None:
+        """Idempotent like local storage: S3 answers 204 for a missing key; some look-alikes say NoSuchKey."""
+        from botocore.exceptions import ClientError
+
+        if not KEY_PATTERN.match(key):
+            return
+        try:
+            self.client.delete_object(Bucket=self.settings.bucket, Key=self.object_key(key))
+        except ClientError as exc:
+            if error_code(exc) not in MISSING_OBJECT_CODES:
+                raise
