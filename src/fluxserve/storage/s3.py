@@ -136,7 +136,8 @@ class S3BlobStore:
 
     def object_key(self, key: str) -> str:
         """The bucket key for a blob key; refuses keys this store did not hand out."""
-        if not KEY_PATTERN.match(key):
+        # fullmatch, not match: KEY_PATTERN ends in `$`, which also matches before a trailing newline.
+        if not KEY_PATTERN.fullmatch(key):
             raise NotFound(key)
         return self.prefix + key
 
@@ -183,7 +184,7 @@ class S3BlobStore:
         """Idempotent like local storage: S3 answers 204 for a missing key; some look-alikes say NoSuchKey."""
         from botocore.exceptions import ClientError
 
-        if not KEY_PATTERN.match(key):
+        if not KEY_PATTERN.fullmatch(key):
             return
         try:
             self.client.delete_object(Bucket=self.settings.bucket, Key=self.object_key(key))

@@ -1,0 +1,42 @@
+"""A worker whose engine returns a small solid image at once: measures the queue and API, not the model."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from fluxserve.cli import build_parser, settings_from_args
+from fluxserve.engine.worker import Worker, WorkerConfig
+from fluxserve.server import open_blobs, open_store
+
+
+@dataclass
+class Instant:
+    images: list
+    has_nsfw_concepts: list
+    timings: dict = field(default_factory=lambda: {"inference": 0.0})
+
+
+class InstantEngine:
+    def generate(self, spec, progress=None, image=None):
+        images = [Image.new("RGB", (spec.width, spec.height)) for _ in range(spec.num_images)]
+        return Instant(images, [False] * len(images))
+
+
+def main() -> None:
+    _, rest = argparse.ArgumentParser().parse_known_args()
+    settings = settings_from_args(build_parser({}).parse_args(["worker", *rest]))
+    worker = Worker(open_store(settings), open_blobs(settings), InstantEngine(),
+                    WorkerConfig(worker_id=settings.worker_id, idle_sleep_s=0.002))  # fmt: skip
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    print(f"worker {settings.worker_id} ready", flush=True)
+    worker.run_forever()
+
+
+if __name__ == "__main__":
+    assert Path(__file__).parent.name == "benchmarks"
+    main()

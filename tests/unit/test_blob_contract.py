@@ -1,0 +1,196 @@
+"""The BlobStore contract. Every backend runs this same suite (local disk, and S3 through a real moto server)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from fluxserve.errors import NotFound
+from fluxserve.storage.local import LocalBlobStore
+from fluxserve.storage.s3 import S3BlobStore, S3Settings, parse_s3_url
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # not a real image: stores must not care
+INVALID_KEYS = ["../x", "a/b.png", "", "../" + "a" * 32 + ".png", "A" * 32 + ".png", "a" * 32 + ".png/x"]
+BASE_URL = "http://api.example:8080/"
+
+
+@pytest.fixture(params=["local", "s3"])
+def blobs(request, tmp_path):
+    if request.param == "local":
+        return LocalBlobStore.open(tmp_path / "files")
+    return request.getfixturevalue("s3_blobs")
+
+
+def unused_key(extension: str = "png") -> str:
+    return f"{uuid.uuid4().hex}.{extension}"
+
+
+def test_put_then_read_returns_bytes_and_content_type(blobs):
+    png = blobs.put(PNG, "image/png", "png")
+    jpeg = blobs.put(b"\xff\xd8jpeg", "image/jpeg", "jpeg")
+    assert blobs.read(png) == (PNG, "image/png")
+    assert blobs.read(jpeg) == (b"\xff\xd8jpeg", "image/jpeg")
+
+
+def test_keys_are_unique_and_carry_the_extension(blobs):
+    keys = {blobs.put(b"x", "image/png", "png") for _ in range(20)}
+    assert len(keys) == 20 and all(k.endswith(".png") for k in keys)
+
+
+def test_put_at_stores_under_the_given_key(blobs):
+    key = unused_key("jpeg")
+    blobs.put_at(key, b"uploaded")
+    assert blobs.read(key) == (b"uploaded", "image/jpeg")
+    blobs.put_at(key, b"replaced")  # an upload retried with the same key overwrites
+    assert blobs.read(key)[0] == b"replaced"
+
+
+def test_read_of_missing_key_is_not_found(blobs):
+    with pytest.raises(NotFound):
+        blobs.read(unused_key())
+
+
+@pytest.mark.parametrize("key", INVALID_KEYS)
+def test_invalid_keys_are_not_found(blobs, key):
+    with pytest.raises(NotFound):
+        blobs.read(key)
+    with pytest.raises(NotFound):
+        blobs.put_at(key, b"x")
+    blobs.delete(key)  # refused silently, like a missing key
+
+
+def test_delete_is_idempotent(blobs):
+    key = blobs.put(PNG, "image/png", "png")
+    blobs.delete(key)
+    with pytest.raises(NotFound):
+        blobs.read(key)
+    blobs.delete(key)
+    blobs.delete(unused_key())
+
+
+def test_url_is_absolute(blobs):
+    key = blobs.put(PNG, "image/png", "png")
+    parts = urlsplit(blobs.url(key, BASE_URL))
+    assert parts.scheme in ("http", "https") and parts.netloc and parts.path.endswith(key)
+
+
+# S3 only ------------------------------------------------------------------------------------------------------
+
+
+def list_keys(store: S3BlobStore) -> list[str]:
+    listing = store.client.list_objects_v2(Bucket=store.settings.bucket)
+    return sorted(obj["Key"] for obj in listing.get("Contents", []))
+
+
+def open_store(settings: S3Settings, **changes) -> S3BlobStore:
+    return S3BlobStore.open(dataclasses.replace(settings, **changes), create_bucket=True)
+
+
+def test_public_base_url_gives_public_urls(s3_settings):
+    store = open_store(s3_settings, public_base_url="https://cdn.example/images/", prefix="out")
+    key = store.put(PNG, "image/png", "png")
+    assert store.url(key, BASE_URL) == f"https://cdn.example/images/out/{key}"
+    store.close()
+
+
+def test_presigned_url_serves_the_object(s3_blobs, s3_server):
+    key = s3_blobs.put(PNG, "image/png", "png")
+    url = s3_blobs.url(key, BASE_URL)
+    assert url.startswith(f"{s3_server}/{s3_blobs.settings.bucket}/{key}?")  # path-style
+    query = parse_qs(urlsplit(url).query)
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Expires"] == [str(7 * 24 * 3600)]
+    response = httpx.get(url, trust_env=False)
+    assert response.status_code == 200
+    assert response.content == PNG and response.headers["content-type"] == "image/png"
+
+
+def test_presign_lifetime_is_configurable(s3_settings):
+    store = open_store(s3_settings, presign_seconds=600)
+    query = parse_qs(urlsplit(store.url(store.put(PNG, "image/png", "png"), BASE_URL)).query)
+    assert query["X-Amz-Expires"] == ["600"]
+    store.close()
+
+
+def test_prefix_is_applied_to_object_keys(s3_settings):
+    store = open_store(s3_settings, prefix="/renders/2024/")
+    key = store.put(PNG, "image/png", "png")
+    uploaded = unused_key("jpeg")
+    store.put_at(uploaded, b"u")
+    assert list_keys(store) == sorted([f"renders/2024/{key}", f"renders/2024/{uploaded}"])
+    assert store.read(key) == (PNG, "image/png")
+    store.delete(key)
+    assert list_keys(store) == [f"renders/2024/{uploaded}"]
+    store.close()
+
+
+def test_open_creates_a_missing_bucket_only_when_asked(s3_settings):
+    from botocore.exceptions import ClientError
+
+    plain = S3BlobStore.open(s3_settings)
+    with pytest.raises(ClientError):
+        plain.client.head_bucket(Bucket=s3_settings.bucket)
+    created = S3BlobStore.open(s3_settings, create_bucket=True)
+    created.client.head_bucket(Bucket=s3_settings.bucket)
+    again = S3BlobStore.open(s3_settings, create_bucket=True)  # a second host starting: still fine
+    key = again.put(PNG, "image/png", "png")
+    assert plain.read(key) == (PNG, "image/png")
+    for store in (plain, created, again):
+        store.close()
+
+
+def test_key_with_trailing_newline_is_refused(s3_blobs):
+    # `$` in KEY_PATTERN matches before a final newline; the S3 store must not accept such a key.
+    key = unused_key() + "\n"
+    with pytest.raises(NotFound):
+        s3_blobs.put_at(key, b"x")
+    with pytest.raises(NotFound):
+        s3_blobs.read(key)
+    with pytest.raises(NotFound):
+        s3_blobs.url(key, BASE_URL)
+    assert list_keys(s3_blobs) == []
+
+
+def test_create_bucket_outside_us_east_1(s3_settings):
+    store = open_store(s3_settings, region="eu-west-1")
+    location = store.client.get_bucket_location(Bucket=s3_settings.bucket)["LocationConstraint"]
+    assert location == "eu-west-1"
+    assert store.read(store.put(PNG, "image/png", "png"))[0] == PNG
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("s3://bucket", ("bucket", "")),
+        ("s3://bucket/", ("bucket", "")),
+        ("s3://bucket/prefix", ("bucket", "prefix/")),
+        ("s3://my.bucket/a/b/", ("my.bucket", "a/b/")),
+    ],
+)
+def test_parse_s3_url(url, expected):
+    assert parse_s3_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["http://bucket/x", "s3://", "bucket/prefix", "s3://b/p?x=1"])
+def test_parse_s3_url_refuses_other_urls(url):
+    with pytest.raises(ValueError):
+        parse_s3_url(url)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"bucket": ""},
+        {"presign_seconds": 0},
+        {"presign_seconds": 7 * 24 * 3600 + 1},
+        {"addressing_style": "sideways"},
+        {"access_key_id": "only-one"},
+    ],
+)
+def test_settings_refuse_configurations_that_cannot_work(changes):
+    with pytest.raises(ValueError):
+        S3Settings(**{"bucket": "b", **changes})
