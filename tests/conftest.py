@@ -23,6 +23,7 @@ from fluxserve.config import (
     WebhookSettings,
 )
 from tests.fakes import FakeEngine
+from tests.s3_fixtures import s3_blobs, s3_server, s3_settings  # noqa: F401  (fixtures for every test)
 
 
 # Tests send webhooks to receivers on loopback only, which the operator must allow explicitly.

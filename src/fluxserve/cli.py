@@ -72,6 +72,12 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     f.add("--worker-id", help="this worker's name in leases and logs (default: host-pid)")
     f.add("--store", help="redis://HOST:PORT/DB: a job store shared by many API nodes and workers "
           "(default: SQLite in <data-dir>)")  # fmt: skip
+    f.add("--blobs", help="s3://BUCKET/PREFIX: images and uploads in an S3-compatible bucket shared by all nodes "
+          "(default: <data-dir>/files)")  # fmt: skip
+    f.add("--s3-endpoint", help="S3 endpoint URL for MinIO, R2 or another non-AWS service")
+    f.add("--s3-region")
+    f.add("--s3-public-url", help="public base URL of the bucket (or its CDN); without it image URLs are presigned")
+    f.add("--s3-presign-seconds", int, 7 * 24 * 3600)
     f.add("--lease-seconds", float, 30.0, help="a job whose worker stops renewing its lease this long is requeued")
     f.add("--max-attempts", int, 3, help="times a job is started before a dying worker makes it fail")
     f.add("--max-queue-length", int, 10_000, help="queued requests beyond this get a 429")
@@ -118,7 +124,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             db_path=data_dir / "jobs.sqlite3", store_url=args.store, lease_s=args.lease_seconds, max_attempts=args.max_attempts,
             max_queue_length=args.max_queue_length, retention_s=args.retention_hours * 3600,
         ),  # fmt: skip
-        storage=StorageSettings(root=data_dir / "files"),
+        storage=StorageSettings(
+            root=data_dir / "files", s3_url=args.blobs, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
+            s3_public_url=args.s3_public_url, s3_presign_seconds=args.s3_presign_seconds,
+        ),  # fmt: skip
         engine=EngineSettings(
             model_path=args.model or data_dir / TINY_MODEL_SUBDIR,
             model_base=args.model_base,

@@ -75,6 +75,12 @@ class UrlSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     root: Path
+    # s3://bucket/prefix to keep images in an S3-compatible bucket shared by all nodes; None: local disk at root.
+    s3_url: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_public_url: str | None = None
+    s3_presign_seconds: int = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ class ImageFetcher:
 
         if url.startswith("data:"):
             return decode_data_uri(url, self.max_bytes)
-        key = own_file_key(url, (*self.own_origins, base_url))
+        key = own_file_key(url, (*self.own_origins, base_url)) or self.blobs.key_for_url(url)
         if key is not None:
             try:
                 return self.blobs.read(key)[0]

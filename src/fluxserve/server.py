@@ -21,6 +21,7 @@ from fluxserve.api.app import create_app
 from fluxserve.config import Settings
 from fluxserve.queue.base import JobStore
 from fluxserve.queue.sqlite import SQLiteJobStore
+from fluxserve.storage.base import BlobStore
 from fluxserve.storage.local import LocalBlobStore
 from fluxserve.upkeep import Upkeep
 
@@ -68,8 +69,18 @@ def open_store(settings: Settings) -> JobStore:
     raise ValueError(f"--store {url!r}: expected redis://HOST:PORT/DB (or nothing, for SQLite)")
 
 
-def open_blobs(settings: Settings) -> LocalBlobStore:
-    return LocalBlobStore.open(settings.storage.root)
+def open_blobs(settings: Settings) -> BlobStore:
+    storage = settings.storage
+    if storage.s3_url is None:
+        return LocalBlobStore.open(storage.root)
+    from fluxserve.storage.s3 import S3BlobStore, S3Settings, parse_s3_url
+
+    bucket, prefix = parse_s3_url(storage.s3_url)
+    s3 = S3Settings(
+        bucket=bucket, prefix=prefix, endpoint_url=storage.s3_endpoint, region=storage.s3_region,
+        public_base_url=storage.s3_public_url, presign_seconds=storage.s3_presign_seconds,
+    )  # fmt: skip
+    return S3BlobStore.open(s3)
 
 
 def url_policy(settings: Settings) -> Any:

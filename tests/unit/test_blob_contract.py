@@ -1,4 +1,4 @@
-"""The BlobStore contract. Every backend runs this same suite (local disk, and S3 through a real moto server)."""
+"""The BlobStore contract. Every backend runs this same suite (local disk; S3 through a real moto server)."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_url_is_absolute(blobs):
     assert parts.scheme in ("http", "https") and parts.netloc and parts.path.endswith(key)
 
 
-# S3 only ------------------------------------------------------------------------------------------------------
+# S3 only ------------------------------------------------------------------------------------------
 
 
 def list_keys(store: S3BlobStore) -> list[str]:
@@ -102,7 +102,8 @@ def test_presigned_url_serves_the_object(s3_blobs, s3_server):
     url = s3_blobs.url(key, BASE_URL)
     assert url.startswith(f"{s3_server}/{s3_blobs.settings.bucket}/{key}?")  # path-style
     query = parse_qs(urlsplit(url).query)
-    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Expires"] == [str(7 * 24 * 3600)]
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert query["X-Amz-Expires"] == [str(7 * 24 * 3600)]
     response = httpx.get(url, trust_env=False)
     assert response.status_code == 200
     assert response.content == PNG and response.headers["content-type"] == "image/png"

@@ -18,5 +18,8 @@ class BlobStore(Protocol):
     def read(self, key: str) -> tuple[bytes, str]:
         """The bytes and content type stored under key; raises NotFound."""
 
+    def key_for_url(self, url: str) -> str | None:
+        """The key when url is one of this store's own URLs that does not depend on the API's host."""
+
     def delete(self, key: str) -> None:
         """Remove a blob; a missing key is not an error (retention sweeps may race)."""

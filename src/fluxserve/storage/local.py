@@ -30,7 +30,7 @@ class LocalBlobStore:
 
     def put_at(self, key: str, data: bytes) -> None:
         """Store under a key handed out earlier (an upload URL)."""
-        if not KEY_PATTERN.match(key):
+        if not KEY_PATTERN.fullmatch(key):
             raise NotFound(key)
         tmp = self.root / f".{key}.tmp"
         tmp.write_bytes(data)
@@ -39,12 +39,16 @@ class LocalBlobStore:
     def url(self, key: str, base_url: str) -> str:
         return base_url.rstrip("/") + FILES_ROUTE + key
 
+    def key_for_url(self, url: str) -> str | None:
+        """Local URLs carry whichever host the client used; the image fetcher matches them by origin."""
+        return None
+
     def delete(self, key: str) -> None:
-        if KEY_PATTERN.match(key):
+        if KEY_PATTERN.fullmatch(key):
             (self.root / key).unlink(missing_ok=True)
 
     def read(self, key: str) -> tuple[bytes, str]:
-        if not KEY_PATTERN.match(key):
+        if not KEY_PATTERN.fullmatch(key):
             raise NotFound(key)
         path = self.root / key
         try:

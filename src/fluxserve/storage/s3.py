@@ -1,4 +1,4 @@
-"""Blobs in an S3-compatible bucket (AWS S3, MinIO, Cloudflare R2, moto), so several API/worker hosts share files.
+"""Blobs in an S3-compatible bucket (AWS S3, MinIO, Cloudflare R2, moto), so several hosts share the files.
 
 The client fetches objects from the bucket itself: url() is either a public/CDN URL or a presigned GET URL, so
 the API never proxies image bytes. Keys are the same `<32 hex>.<ext>` names local storage hands out; anything
@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 from fluxserve.errors import NotFound
 from fluxserve.storage.local import KEY_PATTERN
 
-# SigV4 presigned URLs are valid for at most 7 days; S3 refuses longer ones when they are used, not when signed.
+# SigV4 presigned URLs live at most 7 days; S3 refuses longer ones when they are used, not when signed.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 ADDRESSING_STYLES = ("path", "virtual", "auto")
 # Error codes S3-compatible services use for "no such object" (HEAD answers a bare 404 without a body).
@@ -32,7 +32,7 @@ def normalize_prefix(prefix: str) -> str:
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
-    """'s3://bucket/some/prefix' -> ('bucket', 'some/prefix/'); the prefix is normalized (see normalize_prefix)."""
+    """'s3://bucket/some/prefix' -> ('bucket', 'some/prefix/'); the prefix as normalize_prefix leaves it."""
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc:
         raise ValueError(f"not an s3://bucket[/prefix] URL: {url!r}")
@@ -62,7 +62,8 @@ class S3Settings:
         if not 1 <= self.presign_seconds <= MAX_PRESIGN_SECONDS:
             raise ValueError(f"presign_seconds must be 1..{MAX_PRESIGN_SECONDS}, not {self.presign_seconds}")
         if self.addressing_style not in ADDRESSING_STYLES:
-            raise ValueError(f"addressing_style must be one of {ADDRESSING_STYLES}, not {self.addressing_style!r}")
+            style = self.addressing_style
+            raise ValueError(f"addressing_style must be one of {ADDRESSING_STYLES}, not {style!r}")
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ValueError("give both access_key_id and secret_access_key, or neither")
 
@@ -147,13 +148,14 @@ class S3BlobStore:
         return key
 
     def put_at(self, key: str, data: bytes) -> None:
-        """Store under a key handed out earlier (an upload URL); the content type follows the extension."""
+        """Store under a key handed out earlier (an upload URL); the extension gives the content type."""
         object_key = self.object_key(key)
         self.write(object_key, data, mimetypes.guess_type(key)[0] or DEFAULT_CONTENT_TYPE)
 
     def write(self, object_key: str, data: bytes, content_type: str) -> None:
         # A PUT is atomic on S3: readers see the old object, or none, or the whole new one.
-        self.client.put_object(Bucket=self.settings.bucket, Key=object_key, Body=data, ContentType=content_type)
+        bucket = self.settings.bucket
+        self.client.put_object(Bucket=bucket, Key=object_key, Body=data, ContentType=content_type)
 
     def url(self, key: str, base_url: str) -> str:
         """A URL the client fetches from the bucket (or CDN) directly; base_url is not needed for S3."""
@@ -165,6 +167,22 @@ class S3BlobStore:
             Params={"Bucket": self.settings.bucket, "Key": object_key},
             ExpiresIn=self.settings.presign_seconds,
         )
+
+    def key_for_url(self, url: str) -> str | None:
+        """The key when url is one of this store's own object URLs (public or presigned), else None."""
+        from urllib.parse import unquote, urlsplit
+
+        settings = self.settings
+        bases = [settings.public_base_url.rstrip("/")] if settings.public_base_url else []
+        if settings.endpoint_url:
+            bases.append(f"{settings.endpoint_url.rstrip('/')}/{settings.bucket}")
+        bases.append(f"https://{settings.bucket}.s3.amazonaws.com")
+        plain = unquote(urlsplit(url)._replace(query="", fragment="").geturl())
+        for base in bases:
+            start = f"{base}/{settings.prefix}"
+            if plain.startswith(start) and KEY_PATTERN.fullmatch(plain[len(start) :]):
+                return plain[len(start) :]
+        return None
 
     def read(self, key: str) -> tuple[bytes, str]:
         from botocore.exceptions import ClientError

@@ -81,7 +81,7 @@ async def initiate_upload(body: InitiateUpload, request: Request, svc: Services 
 
 @router.put("/storage/upload/{key}")
 async def put_upload(key: str, request: Request, svc: Services = Depends(services)):
-    if not KEY_PATTERN.match(key):
+    if not KEY_PATTERN.fullmatch(key):
         return JSONResponse({"detail": "Unknown upload"}, status_code=404)
     refused = await store_body(request, svc, key)
     return refused or JSONResponse({}, status_code=200)
