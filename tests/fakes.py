@@ -12,6 +12,12 @@ from PIL import Image
 from fluxserve.jobs import GenerationSpec
 
 
+class BatchingMixin:
+    def generate_batch(self, specs: list[GenerationSpec], progress: Any = None, images: Any = None) -> list[Any]:
+        self.batches.append(len(specs))
+        return [self.generate(spec, progress, image) for spec, image in zip(specs, images or [None] * len(specs))]
+
+
 @dataclass
 class FakeGenerated:
     images: list[Any]
@@ -19,7 +25,7 @@ class FakeGenerated:
     timings: dict[str, float] = field(default_factory=lambda: {"inference": 0.001})
 
 
-class FakeEngine:
+class FakeEngine(BatchingMixin):
     """Solid images whose colour comes from the seed. Prompts in `fail_on` raise, like a model error."""
 
     def __init__(self, fail_on: tuple[str, ...] = ("explode",), step_s: float = 0.0) -> None:
@@ -29,6 +35,7 @@ class FakeEngine:
         self.gate = threading.Event()
         self.gate.set()
         self.calls: list[GenerationSpec] = []
+        self.batches: list[int] = []
         self.lock = threading.Lock()
 
     def generate(self, spec: GenerationSpec, progress: Any = None, image: Any = None) -> Any:
@@ -54,10 +61,10 @@ class FailingEngine:
         self.engine = engine
         self.fail_on = fail_on
 
-    def generate(self, spec: GenerationSpec, progress: Any = None, image: Any = None) -> Any:
-        if spec.prompt in self.fail_on:
-            raise RuntimeError(f"forced failure for prompt {spec.prompt!r}")
-        return self.engine.generate(spec, progress, image)
+    def generate_batch(self, specs: list[GenerationSpec], progress: Any = None, images: Any = None) -> list[Any]:
+        if any(spec.prompt in self.fail_on for spec in specs):
+            raise RuntimeError(f"forced failure for prompt {specs[0].prompt!r}")
+        return self.engine.generate_batch(specs, progress, images)
 
 
 class FakeClock:

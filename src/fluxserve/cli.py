@@ -78,6 +78,12 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     f.add("--s3-region")
     f.add("--s3-public-url", help="public base URL of the bucket (or its CDN); without it image URLs are presigned")
     f.add("--s3-presign-seconds", int, 7 * 24 * 3600)
+    f.add("--batch-size", int, 4, help="compatible jobs a worker runs in one pipeline call (acceleration != none)")
+    f.add("--batch-window-ms", float, 10.0, help="how long a worker waits to fill a batch")
+    f.add("--text-cache", int, 64, help="text embeddings kept for repeated prompts")
+    f.add("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile for regular/high (auto: CUDA)")
+    f.add("--fp8", default="auto", choices=["auto", "on", "off"], help="fp8 transformer for high (auto: CUDA 8.9+)")
+    f.add("--disable-accel", help="comma-separated optimisations to switch off (fused_qkv,channels_last_vae,compile,fp8)")
     f.add("--lease-seconds", float, 30.0, help="a job whose worker stops renewing its lease this long is requeued")
     f.add("--max-attempts", int, 3, help="times a job is started before a dying worker makes it fail")
     f.add("--max-queue-length", int, 10_000, help="queued requests beyond this get a 429")
@@ -123,6 +129,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         queue=QueueSettings(
             db_path=data_dir / "jobs.sqlite3", store_url=args.store, lease_s=args.lease_seconds, max_attempts=args.max_attempts,
             max_queue_length=args.max_queue_length, retention_s=args.retention_hours * 3600,
+            max_batch=args.batch_size, batch_window_s=args.batch_window_ms / 1000,
         ),  # fmt: skip
         storage=StorageSettings(
             root=data_dir / "files", s3_url=args.blobs, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
@@ -136,6 +143,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             safety_checker_path=Path(safety) if safety and safety != "none" else None,
             safety_disabled=safety == "none",
             redux_model_path=args.redux_model,
+            text_cache_size=args.text_cache,
+            accel_disabled=accel_disabled(args),
+            compile=args.compile,
+            fp8=args.fp8,
         ),
         webhooks=WebhookSettings(max_attempts=args.webhook_attempts, first_delay_s=args.webhook_first_delay),
         urls=UrlSettings(
@@ -144,6 +155,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ),  # fmt: skip
         worker_id=args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
     )
+
+
+def accel_disabled(args: argparse.Namespace) -> frozenset[str]:
+    names = {n.strip() for n in (args.disable_accel or "").split(",") if n.strip()}
+    if args.compile == "off":
+        names.add("compile")
+    if args.fp8 == "off":
+        names.add("fp8")
+    return frozenset(names)
 
 
 def banner(server: Any, settings: Settings) -> str:
@@ -204,8 +224,9 @@ def run_worker(settings: Settings) -> int:
 
     engine = FluxEngine.load(settings.engine)
     config = WorkerConfig(
-        worker_id=settings.worker_id, lease_s=settings.queue.lease_s, max_attempts=settings.queue.max_attempts
-    )
+        worker_id=settings.worker_id, lease_s=settings.queue.lease_s, max_attempts=settings.queue.max_attempts,
+        max_batch=settings.queue.max_batch, batch_window_s=settings.queue.batch_window_s,
+    )  # fmt: skip
     blobs = open_blobs(settings)
     worker = Worker(open_store(settings), blobs, engine, config, images=image_fetcher(settings, blobs))
     for sig in (signal.SIGINT, signal.SIGTERM):

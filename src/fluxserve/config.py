@@ -46,6 +46,9 @@ class QueueSettings:
     sweep_interval_s: float = 60.0
     # Comment lines on an idle status stream, so proxies and clients do not time it out.
     keepalive_s: float = 15.0
+    # Cross-request batching in the workers.
+    max_batch: int = 4
+    batch_window_s: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,12 @@ class EngineSettings:
     safety_checker_path: Path | None = None
     safety_disabled: bool = False
 
+    # Repeated prompts reuse their text embeddings; entries are ~2 MB each on a real model.
+    text_cache_size: int = 64
+    # Acceleration: optimisations switched off by name; "auto" compiles and uses fp8 on CUDA only.
+    accel_disabled: frozenset[str] = frozenset()
+    compile: str = "auto"
+    fp8: str = "auto"
     # A FluxPriorReduxPipeline folder (the FLUX.1-Redux-dev layout); None: no Redux endpoint.
     redux_model_path: Path | None = None
 

@@ -43,6 +43,10 @@ def can_transition(current: JobStatus, target: JobStatus) -> bool:
     return current in TRANSITIONS[target]
 
 
+# Jobs agreeing on these run as one batch: same endpoint, size, steps and acceleration level.
+BATCH_KEY_FIELDS = ("kind", "width", "height", "num_inference_steps", "acceleration")
+
+
 @dataclass(frozen=True)
 class GenerationSpec:
     """What to generate, fully resolved by the API: sizes rounded, seed drawn. Engine-agnostic."""
@@ -68,6 +72,14 @@ class GenerationSpec:
     def image_seeds(self) -> list[int]:
         """Image k uses seed + k, so image 0 of a batch is the image of num_images=1 with that seed."""
         return [(self.seed + k) % 2**64 for k in range(self.num_images)]
+
+    @property
+    def batch_key(self) -> dict[str, Any] | None:
+        """What other jobs must share to run in one pipeline call with this one; None: never batched.
+        acceleration=none is the bit-exact level: batch composition changes float rounding, so it runs alone."""
+        if self.acceleration == "none":
+            return None
+        return {name: getattr(self, name) for name in BATCH_KEY_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

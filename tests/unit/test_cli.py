@@ -49,3 +49,10 @@ def test_server_builds_its_url_policy_from_settings():
 
     policy = url_policy(settings(["--fetch-max-bytes", "1000", "--fetch-timeout", "2.5", "--fetch-max-redirects", "1"]))
     assert (policy.max_bytes, policy.total_timeout_s, policy.max_redirects) == (1000, 2.5, 1)
+
+
+def test_performance_flags():
+    s = settings(["--batch-size", "8", "--batch-window-ms", "25", "--text-cache", "3", "--compile", "off",
+                  "--disable-accel", "fused_qkv, channels_last_vae", "--fp8", "on"])  # fmt: skip
+    assert (s.queue.max_batch, s.queue.batch_window_s, s.engine.text_cache_size) == (8, 0.025, 3)
+    assert s.engine.accel_disabled == {"fused_qkv", "channels_last_vae", "compile"} and s.engine.fp8 == "on"

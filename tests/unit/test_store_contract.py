@@ -257,3 +257,26 @@ def test_drop_output(store):
     store.drop_output(job.id)
     got = store.get(job.id)
     assert got.status is JobStatus.COMPLETED and got.output is None
+
+
+def test_claim_matching_takes_the_oldest_compatible_jobs(store):
+    from dataclasses import replace
+
+    def make(**changes):
+        job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=replace(SPEC, acceleration="regular", **changes))
+        store.submit(job)
+        return job
+
+    head = make()
+    other_size = make(width=128)
+    same = [make(prompt=f"p{i}") for i in range(3)]
+    store.claim("w", 10)
+    batch = store.claim_matching("w", 10, head.spec.batch_key, limit=2)
+    assert [j.id for j in batch] == [same[0].id, same[1].id]
+    assert all(j.status is JobStatus.RUNNING and j.worker_id == "w" and j.attempts == 1 for j in batch)
+    assert store.queue_position(other_size.id) == 0 and store.queue_position(same[2].id) == 1
+    assert store.claim_matching("w", 10, {"width": 999}, limit=4) == []
+
+
+def test_the_bit_exact_level_is_never_batched():
+    assert SPEC.batch_key is None

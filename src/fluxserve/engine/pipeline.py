@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 from fluxserve.config import EngineSettings
 from fluxserve.engine import seeds
+from fluxserve.engine.accel import Accelerator, AccelSettings
+from fluxserve.engine.cache import EmbeddingCache
 from fluxserve.engine.checkpoints import load_transformer
 from fluxserve.engine.loading import Placement, load_flux_pipeline, require_model, resolve_placement
 from fluxserve.engine.redux import ReduxPrior
@@ -62,12 +64,22 @@ class StageTimer:
         self.timings[name.replace(" ", "_")] = time.perf_counter() - started
 
 
+def split(items: list[Any], sizes: list[int]) -> list[list[Any]]:
+    out, at = [], 0
+    for size in sizes:
+        out.append(items[at : at + size])
+        at += size
+    return out
+
+
 @dataclass
 class FluxEngine:
     pipe: Any
     safety: SafetyChecker | None
     placement: Placement
     redux: ReduxPrior | None = None
+    text_cache: EmbeddingCache = field(default_factory=EmbeddingCache)
+    accel: Accelerator = field(default_factory=Accelerator)
 
     @classmethod
     def load(cls, settings: EngineSettings) -> FluxEngine:
@@ -83,40 +95,75 @@ class FluxEngine:
         else:
             log.warning("safety checker disabled by the operator: has_nsfw_concepts is always false")
         redux = ReduxPrior.load(settings.redux_model_path, placement) if settings.redux_model_path else None
-        return cls(pipe=pipe, safety=safety, placement=placement, redux=redux)
+        engine = cls(pipe=pipe, safety=safety, placement=placement, redux=redux,
+                     text_cache=EmbeddingCache(settings.text_cache_size))  # fmt: skip
+        accel = AccelSettings(disabled=settings.accel_disabled, compile=settings.compile, fp8=settings.fp8)
+        engine.accel = Accelerator.prepare(engine, accel)
+        return engine
 
     def generate(self, spec: GenerationSpec, progress: Progress | None = None, image: Any = None) -> Generated:
-        """Encode (text, or the Redux image), denoise (all num_images in one batch, one generator per image),
-        decode, safety."""
+        return self.generate_batch([spec], progress, [image])[0]
+
+    def generate_batch(
+        self, specs: list[GenerationSpec], progress: Progress | None = None, images: list[Any] | None = None
+    ) -> list[Generated]:
+        """Several compatible jobs (same kind, size, steps, level) as ONE pipeline call: their conditionings and
+        one generator per image are concatenated, so each job gets what it would alone, up to float rounding."""
         import torch
 
+        first = specs[0]
         timer = StageTimer(progress or NoProgress())
-        with torch.inference_mode():
-            with timer.stage("text encode" if spec.kind == "text" else "image encode"):
-                prompt_embeds, pooled = self.conditioning(spec, image)
+        with torch.inference_mode(), self.accel.level(first.acceleration, self):
+            with timer.stage("text encode" if first.kind == "text" else "image encode"):
+                parts = [self.conditioning(s, img) for s, img in zip(specs, images or [None] * len(specs))]
+                prompt_embeds = torch.cat([p[0] for p in parts])
+                pooled = torch.cat([p[1] for p in parts])
             with timer.stage("denoise"):
-                latents = self.denoise(spec, prompt_embeds, pooled, timer.progress)
+                seeds_all = [seed for s in specs for seed in s.image_seeds]
+                latents = self.denoise(first, prompt_embeds, pooled, seeds_all, timer.progress)
             with timer.stage("decode"):
-                images = self.decode(latents, spec.height, spec.width)
-        flags = [False] * len(images)
-        if spec.enable_safety_checker and self.safety is not None:
+                decoded = self.decode(latents, first.height, first.width)
+        per_job = split(decoded, [s.num_images for s in specs])
+        checked = [(imgs, [False] * len(imgs)) for imgs in per_job]
+        if self.safety is not None and any(s.enable_safety_checker for s in specs):
             with timer.stage("safety"):
-                images, flags = self.safety.check(images)
+                checked = self.check_safety(specs, per_job)
         timings = {"inference": sum(timer.timings.values()), **timer.timings}
-        return Generated(images=images, has_nsfw_concepts=flags, timings=timings)
+        return [Generated(images=imgs, has_nsfw_concepts=flags, timings=dict(timings)) for imgs, flags in checked]
+
+    def check_safety(self, specs: list[GenerationSpec], per_job: list[list[Any]]) -> list[tuple[list, list]]:
+        """One checker call over the images of every job that asked for it."""
+        wanted = [img for spec, imgs in zip(specs, per_job) if spec.enable_safety_checker for img in imgs]
+        checked, flags = self.safety.check(wanted)  # type: ignore[union-attr]
+        results, at = [], 0
+        for spec, imgs in zip(specs, per_job):
+            if spec.enable_safety_checker:
+                results.append((checked[at : at + len(imgs)], flags[at : at + len(imgs)]))
+                at += len(imgs)
+            else:
+                results.append((imgs, [False] * len(imgs)))
+        return results
 
     def conditioning(self, spec: GenerationSpec, image: Any) -> tuple[Any, Any]:
+        """One row per image to generate: the Redux image embedding, or the (cached) text embedding."""
         if spec.kind == "redux":
             if self.redux is None:
                 raise GenerationError("this worker has no Redux model (start it with --redux-model)")
             return self.redux.embed(image, spec.num_images)
+        prompt_embeds, pooled = self.text_cache.get(spec.prompt, self.encode_text)
+        return (prompt_embeds.repeat_interleave(spec.num_images, dim=0),
+                pooled.repeat_interleave(spec.num_images, dim=0))  # fmt: skip
+
+    def encode_text(self, prompt: str) -> tuple[Any, Any]:
+        # Always one prompt at a time: the embedding of a prompt never depends on what it was batched with.
         prompt_embeds, pooled, _ = self.pipe.encode_prompt(
-            prompt=spec.prompt, prompt_2=None, device=self.placement.device,
-            num_images_per_prompt=spec.num_images, max_sequence_length=MAX_SEQUENCE_LENGTH,
+            prompt=prompt, prompt_2=None, device=self.placement.device, num_images_per_prompt=1,
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
         )  # fmt: skip
         return prompt_embeds, pooled
 
-    def denoise(self, spec: GenerationSpec, prompt_embeds: Any, pooled: Any, progress: Progress) -> Any:
+    def denoise(self, spec: GenerationSpec, prompt_embeds: Any, pooled: Any, image_seeds: list[int],
+                progress: Progress) -> Any:  # fmt: skip
         def step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             progress.step(step + 1, spec.num_inference_steps)  # may raise JobCancelled: stops between steps
             return kwargs
@@ -129,7 +176,7 @@ class FluxEngine:
             num_inference_steps=spec.num_inference_steps,
             # schnell has no guidance embedding: diffusers ignores this, as fal does. Passed for parity.
             guidance_scale=spec.guidance_scale,
-            generator=seeds.generators(spec.image_seeds),
+            generator=seeds.generators(image_seeds),
             max_sequence_length=MAX_SEQUENCE_LENGTH,
             output_type="latent",
             callback_on_step_end=step_end,

@@ -30,7 +30,8 @@ FATAL_MARKERS = ("CUDA error", "device-side assert", "CUBLAS_STATUS", "cuDNN err
 
 
 class Engine(Protocol):
-    def generate(self, spec: GenerationSpec, progress: Any = None, image: Any = None) -> Any: ...
+    def generate_batch(self, specs: list[GenerationSpec], progress: Any = None, images: Any = None) -> list[Any]:
+        """One result per spec, all generated in one pipeline call."""
 
 
 class FatalWorkerError(Exception):
@@ -47,37 +48,48 @@ class WorkerConfig:
     lease_s: float = 30.0
     max_attempts: int = 3
     idle_sleep_s: float = 0.02
+    # Cross-request batching: up to max_batch compatible jobs per pipeline call, gathered for at most
+    # batch_window_s after the first one is claimed (acceleration=none jobs always run alone).
+    max_batch: int = 4
+    batch_window_s: float = 0.01
 
 
-class JobProgress:
-    """The engine's Progress for one job: log lines to the store, and stop when the job is no longer ours."""
+class BatchProgress:
+    """The engine's Progress for a batch: log lines to each job, and stop once none of them is ours any more
+    (a job cancelled alone in a batch of several is dropped when the batch ends)."""
 
-    def __init__(self, worker: Worker, job: Job) -> None:
+    def __init__(self, worker: Worker, jobs: list[Job]) -> None:
         self.worker = worker
-        self.job = job
+        self.jobs = jobs
 
     def stage(self, name: str) -> None:
         self.check_still_ours()
-        self.worker.log(self.job, name)
+        for job in self.jobs:
+            self.worker.log(job, name)
 
     def step(self, step: int, total: int) -> None:
-        self.worker.log(self.job, f"step {step}/{total}")
+        for job in self.jobs:
+            self.worker.log(job, f"step {step}/{total}")
         if step < total:
             self.check_still_ours()
 
     def check_still_ours(self) -> None:
-        current = self.worker.store.get(self.job.id)
-        if current is None or current.status is not JobStatus.RUNNING or current.worker_id != self.worker.id:
-            raise JobCancelled(self.job.id)
+        self.jobs = [job for job in self.jobs if self.is_ours(job)]
+        if not self.jobs:
+            raise JobCancelled("every job of the batch was cancelled")
+
+    def is_ours(self, job: Job) -> bool:
+        current = self.worker.store.get(job.id)
+        return current is not None and current.status is JobStatus.RUNNING and current.worker_id == self.worker.id
 
 
 class LeaseKeeper:
     """Renews the running job's lease in the background, however long a single step takes."""
 
-    def __init__(self, store: JobStore, job_id: str, config: WorkerConfig) -> None:
-        self.store, self.job_id, self.config = store, job_id, config
+    def __init__(self, store: JobStore, job_ids: list[str], config: WorkerConfig) -> None:
+        self.store, self.job_ids, self.config = store, job_ids, config
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:8]}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()
@@ -89,8 +101,8 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while not self._done.wait(self.config.lease_s / 3):
-            if not self.store.renew_lease(self.job_id, self.config.worker_id, self.config.lease_s):
-                return  # cancelled or requeued: JobProgress notices at the next step
+            for job_id in self.job_ids:  # a job cancelled or requeued meanwhile is noticed at the next step
+                self.store.renew_lease(job_id, self.config.worker_id, self.config.lease_s)
 
 
 class Worker:
@@ -133,41 +145,70 @@ class Worker:
         return self._stop.is_set()
 
     def run_once(self) -> bool:
-        """Claim and process one job. False when the queue was empty."""
+        """Claim a job (and compatible ones to batch with it) and process them. False when the queue was empty."""
         self.store.requeue_expired(self.config.max_attempts)
         job = self.store.claim(self.id, self.config.lease_s)
         if job is None:
             return False
-        self.process(job)
+        self.process([job, *self.gather(job)])
         return True
 
-    # -- one job ------------------------------------------------------------------------------------
+    def gather(self, job: Job) -> list[Job]:
+        """Compatible queued jobs to run in the same pipeline call, waiting at most batch_window_s for them."""
+        key, room = job.spec.batch_key, self.config.max_batch - 1
+        if key is None or room <= 0:
+            return []
+        found: list[Job] = []
+        deadline = time.monotonic() + self.config.batch_window_s
+        while True:
+            found += self.store.claim_matching(self.id, self.config.lease_s, key, room - len(found))
+            if len(found) >= room or time.monotonic() >= deadline:
+                return found
+            time.sleep(min(0.002, self.config.batch_window_s))
 
-    def process(self, job: Job) -> None:
-        output: dict[str, Any] | None = None
-        blob_keys: list[str] = []
-        error: JobError | None = JobError(500, "internal_error", "The worker stopped before finishing")
+    # -- one batch ----------------------------------------------------------------------------------
+
+    def process(self, jobs: list[Job]) -> None:
+        """Every job of the batch ends in exactly one terminal state, written in `finally`."""
+        stopped = JobError(500, "internal_error", "The worker stopped before finishing")
+        ends: dict[str, tuple[dict[str, Any] | None, JobError | None]] = {job.id: (None, stopped) for job in jobs}
+        blob_keys: dict[str, list[str]] = {job.id: [] for job in jobs}
         try:
-            with LeaseKeeper(self.store, job.id, self.config):
-                image = self.input_image(job)
-                generated = self.engine.generate(job.spec, JobProgress(self, job), image)
-                self.log(job, "store")
-                output = self.build_output(job.spec, generated, blob_keys)
-        except ImageInputError as exc:
-            log.info("job %s: unusable image_url: %s", job.id, exc)
-            error = JobError.bad_image_url(str(exc))
+            with LeaseKeeper(self.store, [job.id for job in jobs], self.config):
+                ready = self.prepare_inputs(jobs, ends)
+                if ready:
+                    specs = [job.spec for job, _ in ready]
+                    results = self.engine.generate_batch(specs, BatchProgress(self, jobs), [i for _, i in ready])
+                    for (job, _), generated in zip(ready, results):
+                        self.log(job, "store")
+                        ends[job.id] = (self.build_output(job.spec, generated, blob_keys[job.id]), None)
         except JobCancelled:
-            log.info("job %s stopped: cancelled or no longer leased to %s", job.id, self.id)
-            error = None  # the store already records how it ended
+            log.info("batch %s stopped: cancelled or no longer leased to %s", [j.id for j in jobs], self.id)
+            ends = {job_id: (out, None) for job_id, (out, _) in ends.items()}  # the store holds how they ended
         except Exception as exc:
             if is_fatal(exc):
-                self.stop()
-                error = None  # leave the job to its lease: another worker, on a sound device, runs it
+                self.stop()  # leave the jobs to their leases: another worker, on a sound device, runs them
+                ends = {job_id: (None, None) for job_id in ends}
                 raise FatalWorkerError(str(exc)) from exc
-            log.exception("job %s failed", job.id)
-            error = JobError.generation_failed(exc)
+            log.exception("batch %s failed", [j.id for j in jobs])
+            failed = JobError.generation_failed(exc)
+            ends = {job_id: (out, failed if out is None and err is stopped else err)
+                    for job_id, (out, err) in ends.items()}  # fmt: skip
         finally:
-            self.finish(job, output, blob_keys, error)
+            for job in jobs:
+                output, error = ends[job.id]
+                self.finish(job, output, blob_keys[job.id], error)
+
+    def prepare_inputs(self, jobs: list[Job], ends: dict[str, Any]) -> list[tuple[Job, Any]]:
+        """Each job's input image (Redux); a job whose image_url is unusable fails alone with a 422."""
+        ready = []
+        for job in jobs:
+            try:
+                ready.append((job, self.input_image(job)))
+            except ImageInputError as exc:
+                log.info("job %s: unusable image_url: %s", job.id, exc)
+                ends[job.id] = (None, JobError.bad_image_url(str(exc)))
+        return ready
 
     def input_image(self, job: Job) -> Any:
         """Redux's input image, fetched and decoded here, outside the engine; nothing fetched is kept."""

@@ -29,6 +29,10 @@ class JobStore(Protocol):
         """Atomically move the oldest queued job to running, leased to this worker; count the attempt.
         Queued jobs past their start deadline are failed first."""
 
+    def claim_matching(self, worker_id: str, lease_s: float, key: dict[str, Any], limit: int) -> list[Job]:
+        """Claim up to `limit` of the oldest queued jobs whose spec fields equal `key` (cross-request
+        batching); each claim counts as an attempt, as in claim()."""
+
     def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool: ...
 
     def requeue_expired(self, max_attempts: int = 3) -> list[str]:

@@ -20,6 +20,8 @@ from typing import Any, Callable
 from fluxserve.jobs import TRANSITIONS, GenerationSpec, Job, JobError, JobStatus, LogLine, WebhookDelivery
 
 DEFAULT_NAMESPACE = "fluxserve:"
+# How far down the queue a batch looks for compatible jobs.
+SCAN_FOR_BATCH = 256
 
 # Shared by every script: change a job's status if the transition table allows it, and keep the indexes true.
 TRANSITION_LUA = """
@@ -86,6 +88,23 @@ local ids = redis.call('ZRANGE', ns .. 'queue', 0, 0)
 if #ids == 0 then return false end
 transition(ns, ids[1], 'running', now, ARGV[5], {started_at = now, worker_id = ARGV[4], lease_until = ARGV[3]})
 return ids[1]
+""",
+    # ARGV: ns, now, lease_until, worker, allowed_running, key(json), limit, scan
+    "claim_matching": """
+local ns, now = ARGV[1], ARGV[2]
+local key, limit = cjson.decode(ARGV[6]), tonumber(ARGV[7])
+local claimed = {}
+for _, id in ipairs(redis.call('ZRANGE', ns .. 'queue', 0, tonumber(ARGV[8]) - 1)) do
+  if #claimed >= limit then break end
+  local spec = cjson.decode(redis.call('HGET', ns .. 'job:' .. id, 'spec'))
+  local match = true
+  for name, value in pairs(key) do if spec[name] ~= value then match = false end end
+  if match and transition(ns, id, 'running', now, ARGV[5],
+      {started_at = now, worker_id = ARGV[4], lease_until = ARGV[3]}) == 1 then
+    table.insert(claimed, id)
+  end
+end
+return claimed
 """,
     # ARGV: ns, now, allowed_failed, deadline_error
     "expire_deadlines": "return expire_deadlines(ARGV[1], ARGV[2], ARGV[3], ARGV[4])",
@@ -228,6 +247,14 @@ class RedisJobStore:
             _allowed(JobStatus.FAILED), json.dumps(JobError.start_timeout().to_dict()),
         )  # fmt: skip
         return self.get(job_id) if job_id else None
+
+    def claim_matching(self, worker_id: str, lease_s: float, key: dict[str, Any], limit: int) -> list[Job]:
+        now = self._clock()
+        ids = self._run(
+            "claim_matching", _num(now), _num(now + lease_s), worker_id, _allowed(JobStatus.RUNNING),
+            json.dumps(key), limit, SCAN_FOR_BATCH,
+        )  # fmt: skip
+        return [job for job in map(self.get, ids) if job is not None]
 
     def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool:
         return self._run("renew", job_id, worker_id, _num(self._clock() + lease_s)) == 1

@@ -60,6 +60,8 @@ COLUMNS = (
     "id, app, spec, status, created_at, started_at, finished_at, output, error, worker_id, lease_until, "
     "attempts, start_deadline, gateway_request_id, webhook_url, blob_keys"
 )
+# How far down the queue a batch looks for compatible jobs.
+SCAN_FOR_BATCH = 256
 TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 
 
@@ -144,6 +146,25 @@ class SQLiteJobStore:
                 )
                 db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (row[0],))
         return self.get(row[0]) if row else None
+
+    def claim_matching(self, worker_id: str, lease_s: float, key: dict[str, Any], limit: int) -> list[Job]:
+        """Claim up to `limit` of the oldest queued jobs whose spec matches `key` (cross-request batching)."""
+        now = self._clock()
+        claimed = []
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, spec FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT ?", (SCAN_FOR_BATCH,)
+            ).fetchall()
+            for job_id, spec in rows:
+                if len(claimed) == limit:
+                    break
+                fields = json.loads(spec)
+                if all(fields.get(name) == value for name, value in key.items()) and self._transition_in_tx(
+                    job_id, JobStatus.RUNNING, started_at=now, worker_id=worker_id, lease_until=now + lease_s
+                ):
+                    db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (job_id,))
+                    claimed.append(job_id)
+        return [job for job in map(self.get, claimed) if job is not None]
 
     def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool:
         with self._write() as db:
