@@ -84,6 +84,10 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     f.add("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile for regular/high (auto: CUDA)")
     f.add("--fp8", default="auto", choices=["auto", "on", "off"], help="fp8 transformer for high (auto: CUDA 8.9+)")
     f.add("--disable-accel", help="comma-separated optimisations to switch off (fused_qkv,channels_last_vae,compile,fp8)")
+    f.add("--warmup", default="presets", choices=["presets", "off"],
+          help="run the six size presets once at start, so no request pays a first-call compile")  # fmt: skip
+    f.add("--warmup-levels", default="none", help="comma-separated acceleration levels to warm up")
+    f.add("--warmup-batches", default="1", help="comma-separated batch sizes to warm up")
     f.add("--lease-seconds", float, 30.0, help="a job whose worker stops renewing its lease this long is requeued")
     f.add("--max-attempts", int, 3, help="times a job is started before a dying worker makes it fail")
     f.add("--max-queue-length", int, 10_000, help="queued requests beyond this get a 429")
@@ -144,6 +148,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             safety_disabled=safety == "none",
             redux_model_path=args.redux_model,
             text_cache_size=args.text_cache,
+            warmup=warmup_shapes(args),
             accel_disabled=accel_disabled(args),
             compile=args.compile,
             fp8=args.fp8,
@@ -155,6 +160,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ),  # fmt: skip
         worker_id=args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
     )
+
+
+def warmup_shapes(args: argparse.Namespace) -> tuple[tuple[int, int, str, int], ...]:
+    from fluxserve.sizing import PRESETS
+
+    if args.warmup == "off":
+        return ()
+    levels = [v.strip() for v in args.warmup_levels.split(",") if v.strip()]
+    batches = [int(v) for v in args.warmup_batches.split(",") if v.strip()]
+    return tuple((w, h, level, batch) for (w, h) in PRESETS.values() for level in levels for batch in batches)
 
 
 def accel_disabled(args: argparse.Namespace) -> frozenset[str]:
@@ -222,6 +237,8 @@ def run_worker(settings: Settings) -> int:
     from fluxserve.engine.worker import FatalWorkerError, Worker, WorkerConfig
     from fluxserve.server import image_fetcher, open_blobs, open_store
 
+    # Compiled kernels are cached beside the data, so a restarted worker reuses them instead of compiling again.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((settings.data_dir / "compile-cache").resolve()))
     engine = FluxEngine.load(settings.engine)
     config = WorkerConfig(
         worker_id=settings.worker_id, lease_s=settings.queue.lease_s, max_attempts=settings.queue.max_attempts,
@@ -232,7 +249,7 @@ def run_worker(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: worker.stop())  # finish the job in flight, then exit
     try:
-        worker.run_forever()
+        worker.run_forever(settings.engine.warmup)
     except FatalWorkerError as exc:
         print(f"fluxserve worker {settings.worker_id}: device is suspect, exiting: {exc}", file=sys.stderr)
         return FATAL_WORKER_EXIT

@@ -61,7 +61,7 @@ class Cluster:
 
     def common(self) -> list[str]:
         return ["--data-dir", str(self.data_dir), "--model", str(self.model), "--device", "cpu",
-                "--port", str(self.port), "--tls-port", "0", *self.flags]  # fmt: skip
+                "--port", str(self.port), "--tls-port", "0", "--warmup", "off", *self.flags]  # fmt: skip
 
     def start_api(self) -> Proc:
         proc = Proc([sys.executable, "-m", "fluxserve", "api", *self.common()])

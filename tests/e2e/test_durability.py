@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
 
-from tests.e2e.procs import Cluster
+from tests.e2e.procs import Cluster, Proc
 
 SUBMIT = "/queue/fal-ai/flux/schnell"
 # Big and long enough on the tiny model (about 2 s on 2 cores) to be killed in the middle.
@@ -92,3 +93,26 @@ def test_sigterm_lets_a_worker_finish_its_job(cluster):
         assert worker.terminate() == 0
         end = status(http, handle)
     assert end["status"] == "COMPLETED" and "error" not in end, end
+
+
+def test_ready_reports_warming_then_ready(cluster):
+    c = cluster()
+    c.start_api()
+    with c.client() as http:
+        assert http.get("/ready").json() == {"status": "no workers", "workers": {}}
+        worker = Proc([sys.executable, "-m", "fluxserve", "worker", *c.common(), "--worker-id", "w",
+                       "--warmup", "presets", "--warmup-levels", "none"])  # fmt: skip
+        c.procs.append(worker)
+        seen = []
+        deadline = time.monotonic() + 120
+        while not seen or seen[-1] != "ready":
+            assert time.monotonic() < deadline, seen
+            r = http.get("/ready")
+            state = r.json()["status"]
+            assert r.status_code == (200 if state == "ready" else 503)
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            time.sleep(0.05)
+    assert "warming" in seen
+    for size in ("1024x1024", "768x1024", "576x1024", "1024x768", "1024x576", "512x512"):
+        assert f"warm-up {size} at none, batch 1" in worker.output

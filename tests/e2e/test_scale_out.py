@@ -29,7 +29,8 @@ class ScaleOut:
 
     def flags(self, port: int) -> list[str]:
         return ["--data-dir", str(self.tmp_path / "shared"), "--model", str(self.model), "--device", "cpu",
-                "--store", self.redis.url, "--port", str(port), "--tls-port", "0", "--lease-seconds", "2"]  # fmt: skip
+                "--store", self.redis.url, "--port", str(port), "--tls-port", "0", "--lease-seconds", "2",
+                "--warmup", "off"]  # fmt: skip
 
     def start_api(self, index: int) -> None:
         proc = Proc([sys.executable, "-m", "fluxserve", "api", *self.flags(self.ports[index])])

@@ -35,7 +35,7 @@ def read_until(proc: subprocess.Popen, marker: str, timeout: float = 120) -> str
 def test_serve_prints_urls_answers_and_stops_on_sigterm(tiny_model_dir, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "fluxserve", "serve", "--port", "0", "--tls-port", str(free_port()),
-         "--data-dir", str(tmp_path), "--model", str(tiny_model_dir), "--device", "cpu"],
+         "--data-dir", str(tmp_path), "--model", str(tiny_model_dir), "--device", "cpu", "--warmup", "off"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -55,7 +55,7 @@ def test_serve_prints_urls_answers_and_stops_on_sigterm(tiny_model_dir, tmp_path
 def test_worker_logs_what_it_loaded(tiny_model_dir, tiny_redux_dir, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "fluxserve", "worker", "--data-dir", str(tmp_path), "--model", str(tiny_model_dir),
-         "--redux-model", str(tiny_redux_dir), "--device", "cpu", "--worker-id", "w1"],
+         "--redux-model", str(tiny_redux_dir), "--device", "cpu", "--worker-id", "w1", "--warmup", "off"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

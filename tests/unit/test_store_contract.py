@@ -280,3 +280,12 @@ def test_claim_matching_takes_the_oldest_compatible_jobs(store):
 
 def test_the_bit_exact_level_is_never_batched():
     assert SPEC.batch_key is None
+
+
+def test_worker_states_lapse_without_reports(store, clock):
+    store.report_worker("a", "warming", ttl_s=10)
+    store.report_worker("b", "ready", ttl_s=30)
+    assert store.worker_states() == {"a": "warming", "b": "ready"}
+    store.report_worker("a", "ready", ttl_s=10)
+    clock.advance(11)
+    assert store.worker_states() == {"b": "ready"}

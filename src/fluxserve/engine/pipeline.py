@@ -80,6 +80,7 @@ class FluxEngine:
     redux: ReduxPrior | None = None
     text_cache: EmbeddingCache = field(default_factory=EmbeddingCache)
     accel: Accelerator = field(default_factory=Accelerator)
+    shapes_seen: set[tuple[int, int, str, int]] = field(default_factory=set)
 
     @classmethod
     def load(cls, settings: EngineSettings) -> FluxEngine:
@@ -112,6 +113,7 @@ class FluxEngine:
         import torch
 
         first = specs[0]
+        self.note_shape(specs)
         timer = StageTimer(progress or NoProgress())
         with torch.inference_mode(), self.accel.level(first.acceleration, self):
             with timer.stage("text encode" if first.kind == "text" else "image encode"):
@@ -130,6 +132,25 @@ class FluxEngine:
                 checked = self.check_safety(specs, per_job)
         timings = {"inference": sum(timer.timings.values()), **timer.timings}
         return [Generated(images=imgs, has_nsfw_concepts=flags, timings=dict(timings)) for imgs, flags in checked]
+
+    def warm_up(self, shapes: tuple[tuple[int, int, str, int], ...]) -> None:
+        """Run each (width, height, level, batch) once, so compiled kernels exist before the first request."""
+        for width, height, level, batch in shapes:
+            started = time.perf_counter()
+            spec = GenerationSpec(kind="text", prompt="warm-up", width=width, height=height, num_inference_steps=1,
+                                  seed=0, num_images=1, guidance_scale=3.5, enable_safety_checker=True,
+                                  output_format="png", sync_mode=False, acceleration=level, base_url="")  # fmt: skip
+            self.generate_batch([spec] * batch)
+            log.info("warm-up %dx%d at %s, batch %d: %.2f s", width, height, level, batch, time.perf_counter() - started)
+
+    def note_shape(self, specs: list[GenerationSpec]) -> None:
+        """Compiled levels compile once per new shape; say so, so a slow first request is explained in the log."""
+        first = specs[0]
+        shape = (first.width, first.height, first.acceleration, sum(s.num_images for s in specs))
+        if shape not in self.shapes_seen:
+            self.shapes_seen.add(shape)
+            if "compile" in self.accel.applied(first.acceleration):
+                log.info("new shape %dx%d at %s, %d images: compiling it once", *shape)
 
     def check_safety(self, specs: list[GenerationSpec], per_job: list[list[Any]]) -> list[tuple[list, list]]:
         """One checker call over the images of every job that asked for it."""

@@ -25,6 +25,8 @@ from fluxserve.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 
+# A worker that has not reported for this long no longer counts towards readiness.
+STATE_TTL_S = 15.0
 # Errors after which the device (and so this process) cannot be trusted with another job.
 FATAL_MARKERS = ("CUDA error", "device-side assert", "CUBLAS_STATUS", "cuDNN error", "NCCL error")
 
@@ -122,6 +124,7 @@ class Worker:
         self.config = config or WorkerConfig()
         self.clock = clock
         self._stop = threading.Event()
+        self._reported_at = float("-inf")
 
     @property
     def id(self) -> str:
@@ -129,12 +132,26 @@ class Worker:
 
     # -- loop ---------------------------------------------------------------------------------------
 
-    def run_forever(self) -> None:
+    def run_forever(self, warmup: tuple[tuple[int, int, str, int], ...] = ()) -> None:
+        if warmup:
+            self.report("warming")
+            self.engine.warm_up(warmup)  # type: ignore[attr-defined]
+        self.report("ready")
         log.info("worker %s ready", self.id)
         while not self._stop.is_set():
             if not self.run_once():
                 self._stop.wait(self.config.idle_sleep_s)
+            self.report("ready", throttle=True)
+        self.report("stopping")
         log.info("worker %s stopped", self.id)
+
+    def report(self, state: str, throttle: bool = False) -> None:
+        """Tell the store (and so /ready) what this worker is doing; refreshed well within its ttl."""
+        now = time.monotonic()
+        if throttle and now - self._reported_at < STATE_TTL_S / 3:
+            return
+        self._reported_at = now
+        self.store.report_worker(self.id, state, STATE_TTL_S)
 
     def stop(self) -> None:
         """Idempotent; the job in flight is finished first."""

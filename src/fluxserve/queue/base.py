@@ -62,4 +62,11 @@ class JobStore(Protocol):
         self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str
     ) -> None: ...
 
+    # -- workers, for readiness
+    def report_worker(self, worker_id: str, state: str, ttl_s: float) -> None:
+        """Record a worker's state ("warming", "ready", "stopping"); it lapses after ttl_s without a report."""
+
+    def worker_states(self) -> dict[str, str]:
+        """The states of the workers that reported within their ttl."""
+
     def close(self) -> None: ...

@@ -305,6 +305,16 @@ class RedisJobStore:
     def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str) -> None:
         self._run("record_hook", job_id, json.dumps(attempt), _num(next_at) or "", state)
 
+    def report_worker(self, worker_id: str, state: str, ttl_s: float) -> None:
+        # A sorted set scored by expiry: readers drop lapsed entries without trusting Redis' clock.
+        self.redis.hset(f"{self.ns}workers", worker_id, state)
+        self.redis.zadd(f"{self.ns}worker_expiry", {worker_id: self._clock() + ttl_s})
+
+    def worker_states(self) -> dict[str, str]:
+        live = self.redis.zrangebyscore(f"{self.ns}worker_expiry", self._clock(), "+inf")
+        states = self.redis.hmget(f"{self.ns}workers", live) if live else []
+        return {w: s for w, s in zip(live, states) if s is not None}
+
     def close(self) -> None:
         self.redis.close()
 

@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS job_logs (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs (job_id);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS webhooks (
     job_id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -262,6 +267,18 @@ class SQLiteJobStore:
                 " next_at = COALESCE(?, next_at), lease_until = NULL WHERE job_id = ?",
                 (json.dumps(attempt), state, next_at, job_id),
             )
+
+    def report_worker(self, worker_id: str, state: str, ttl_s: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO workers (id, state, expires_at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
+                " state = excluded.state, expires_at = excluded.expires_at",
+                (worker_id, state, self._clock() + ttl_s),
+            )
+
+    def worker_states(self) -> dict[str, str]:
+        rows = self._read("SELECT id, state FROM workers WHERE expires_at >= ? ORDER BY id", (self._clock(),))
+        return dict(rows)
 
     def close(self) -> None:
         with self._lock:
