@@ -14,7 +14,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install tiny-model node-deps redis-deps clean
+.PHONY: run test install tiny-model node-deps redis-deps gpu-wheels bench clean
 
 # Reinstall only when the pinned dependencies change, so a second `make run` starts in seconds.
 $(STAMP): pyproject.toml
@@ -48,6 +48,17 @@ redis-deps:
 
 test: $(STAMP) node-deps redis-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Wheels a bare CUDA machine (PyTorch, Python 3.12, no internet) lacks, for benchmarks/gpu.sh.
+GPU_WHEELS := diffusers==0.42.1 transformers==5.24.0 huggingface_hub==2.4.0 tokenizers==0.23.3 torchao==0.18.0
+gpu-wheels: $(STAMP)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		--platform any -d .whl $(GPU_WHEELS)
+
+# The CPU engine benchmark on the tiny model (the GPU one: benchmarks/gpu.sh).
+bench: $(STAMP) $(TINY_STAMP)
+	$(PY) benchmarks/bench_engine.py --model $(MODEL)
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR)
