@@ -33,8 +33,9 @@ class QueueSettings:
     db_path: Path
     # redis://host:port/db to share one queue between machines; None: the embedded SQLite file at db_path.
     store_url: str | None = None
-    # How often a waiting request (sync run, status stream) re-reads its job from the store.
-    poll_interval_s: float = 0.05
+    # Waiting requests (sync run, status stream) re-read their job when the store signals a change, and at
+    # least this often should a signal be lost.
+    poll_interval_s: float = 0.25
     # A worker renews its job's lease every lease_s/3; a job whose lease runs out is requeued.
     lease_s: float = 30.0
     # A job whose workers died this many times fails instead of being requeued again.

@@ -29,8 +29,12 @@ def base_and_state(tiny_model_dir, tmp_path_factory):
     base = shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("single") / "base")
     for weights in (base / "transformer").glob("*.safetensors"):
         weights.unlink()
+    from diffusers import FluxTransformer2DModel
+
     engine = FluxEngine.load(EngineSettings(model_path=tiny_model_dir, device="cpu"))
-    state = {k: v.contiguous() for k, v in engine.pipe.transformer.state_dict().items()}
+    # The checkpoint as users have it: the stock module's weights (the engine's own carries fused QKV copies).
+    stock = FluxTransformer2DModel.from_pretrained(tiny_model_dir, subfolder="transformer")
+    state = {k: v.contiguous() for k, v in stock.state_dict().items()}
     return base, state, engine
 
 

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 import fluxserve
 from fluxserve.api import errors
+from fluxserve.api.changes import ChangeFeed
 from fluxserve.api.deps import Services
 from fluxserve.api.routes import files, ops, queue, run, storage
 from fluxserve.config import ApiSettings, QueueSettings
@@ -23,7 +24,10 @@ def create_app(
         version=fluxserve.__version__,
         description="FLUX.1 [schnell] with fal.ai's API, self-hosted.",
     )
-    app.state.services = Services(api=api, queue=queue_settings, store=store, blobs=blobs, signer=signer)
+    changes = ChangeFeed(store)
+    app.state.services = Services(
+        api=api, queue=queue_settings, store=store, blobs=blobs, signer=signer, changes=changes
+    )
     errors.install(app)
     app.include_router(ops.router)
     app.include_router(storage.router)

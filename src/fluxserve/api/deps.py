@@ -20,6 +20,8 @@ class Services:
     blobs: BlobStore
     # Signs webhooks; its public keys are published at /.well-known/jwks.json.
     signer: Any = None
+    # Wakes waiting requests when the store changes (api.changes.ChangeFeed).
+    changes: Any = None
 
 
 def services(request: Request) -> Services:

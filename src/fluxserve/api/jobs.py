@@ -42,12 +42,12 @@ async def submit(
 
 
 async def wait_for_terminal(svc: Services, job_id: str) -> Job:
-    """Poll the store until the job ends. The store may live in another process, so we read, not listen."""
+    """Re-read the job whenever the store changes (or every poll_interval_s at worst) until it ends."""
     while True:
         job = await run_in_threadpool(svc.store.get, job_id)
         if job is not None and job.status.terminal:
             return job
-        await asyncio.sleep(svc.queue.poll_interval_s)
+        await svc.changes.wait(svc.queue.poll_interval_s)
 
 
 def result_response(job: Job) -> JSONResponse:

@@ -49,7 +49,8 @@ class WorkerConfig:
     worker_id: str = "worker-0"
     lease_s: float = 30.0
     max_attempts: int = 3
-    idle_sleep_s: float = 0.02
+    # Longest idle wait between looks at the queue; a submission wakes the worker sooner.
+    idle_sleep_s: float = 0.5
     # Cross-request batching: up to max_batch compatible jobs per pipeline call, gathered for at most
     # batch_window_s after the first one is claimed (acceleration=none jobs always run alone).
     max_batch: int = 4
@@ -140,7 +141,7 @@ class Worker:
         log.info("worker %s ready", self.id)
         while not self._stop.is_set():
             if not self.run_once():
-                self._stop.wait(self.config.idle_sleep_s)
+                self.store.wait_for_change(self.config.idle_sleep_s)  # a submit anywhere wakes us at once
             self.report("ready", throttle=True)
         self.report("stopping")
         log.info("worker %s stopped", self.id)

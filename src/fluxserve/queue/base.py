@@ -69,4 +69,8 @@ class JobStore(Protocol):
     def worker_states(self) -> dict[str, str]:
         """The states of the workers that reported within their ttl."""
 
+    def wait_for_change(self, timeout_s: float) -> bool:
+        """Block until any process changes the store (or timeout_s passes): waiters re-read at once instead of
+        polling. True when woken by a change."""
+
     def close(self) -> None: ...

@@ -185,6 +185,7 @@ class RedisJobStore:
         self.ns = namespace
         self._clock = clock
         self._scripts = {name: client.register_script(TRANSITION_LUA + body) for name, body in SCRIPTS.items()}
+        self._pubsub: Any = None
 
     @classmethod
     def open(cls, url: str, namespace: str = DEFAULT_NAMESPACE, clock: Callable[[], float] = time.time):
@@ -204,7 +205,26 @@ class RedisJobStore:
         return cls(client, namespace, clock)
 
     def _run(self, script: str, *args: Any) -> Any:
-        return self._scripts[script](args=[self.ns, *args])
+        result = self._scripts[script](args=[self.ns, *args])
+        self._changed()
+        return result
+
+    def _changed(self) -> None:
+        """Tell waiting workers and API nodes that something changed (pub/sub: no state, nothing to clean up)."""
+        self.redis.publish(f"{self.ns}events", "1")
+
+    def wait_for_change(self, timeout_s: float) -> bool:
+        if self._pubsub is None:
+            self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            self._pubsub.subscribe(f"{self.ns}events")
+        try:
+            message = self._pubsub.get_message(timeout=timeout_s)
+            while message is not None and self._pubsub.get_message(timeout=0) is not None:
+                pass
+        except Exception:  # a Redis restart drops the subscription: start a new one next time
+            self._pubsub = None
+            return False
+        return message is not None
 
     def _key(self, kind: str, job_id: str) -> str:
         return f"{self.ns}{kind}:{job_id}"
@@ -282,6 +302,7 @@ class RedisJobStore:
 
     def append_log(self, job_id: str, line: LogLine) -> None:
         self.redis.rpush(self._key("logs", job_id), json.dumps([line.message, line.timestamp, line.level]))
+        self._changed()
 
     def _transition(self, job_id: str, target: JobStatus, fields: dict[str, Any]) -> bool:
         now = _num(self._clock())
@@ -316,6 +337,8 @@ class RedisJobStore:
         return {w: s for w, s in zip(live, states) if s is not None}
 
     def close(self) -> None:
+        if self._pubsub is not None:
+            self._pubsub.close()
         self.redis.close()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fluxserve.jobs import TERMINAL, TRANSITIONS, GenerationSpec, Job, JobError, JobStatus, LogLine, WebhookDelivery
+from fluxserve.queue.notify import Doorbell, doorbell_folder
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -73,6 +74,8 @@ TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 class SQLiteJobStore:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
+        # Wakes other processes' waiters (a worker waiting for work, an API waiting for a result) at once.
+        self._doorbell = Doorbell(doorbell_folder(path))
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -87,7 +90,8 @@ class SQLiteJobStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: taken up front (IMMEDIATE) so concurrent processes queue, never deadlock."""
+        """One write transaction: taken up front (IMMEDIATE) so concurrent processes queue, never deadlock.
+        Every committed change rings the doorbell: waiters elsewhere re-read instead of polling blindly."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -96,6 +100,11 @@ class SQLiteJobStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+        self._doorbell.ring()
+
+    def wait_for_change(self, timeout_s: float) -> bool:
+        """Block until some process changes the store, or timeout_s passes."""
+        return self._doorbell.wait(timeout_s)
 
     def _read(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
@@ -283,6 +292,7 @@ class SQLiteJobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._doorbell.close()
 
     # -- the one place a status changes -------------------------------------------------------------
 
