@@ -100,6 +100,29 @@ def run_level(engine: FluxEngine, size: int, batch: int, steps: int, level: str)
     return stages
 
 
+QUALITY_PROMPTS = ("a red fox in the snow", "a city street at night, neon signs", "a bowl of fruit on a table",
+                   "portrait of an old fisherman, film photo")  # fmt: skip
+
+
+def quality(engine: FluxEngine, size: int, steps: int, levels: list[str]) -> dict[str, dict[str, float]]:
+    """Each level against `none` on a fixed prompt set, same seeds: mean absolute pixel difference (0-255) and
+    PSNR. (A learned perceptual metric such as LPIPS needs downloaded weights; not available offline.)"""
+    import numpy as np
+
+    def images(level: str) -> list[Any]:
+        specs = [dataclasses.replace(spec(size, level, steps, seed=i), prompt=p) for i, p in enumerate(QUALITY_PROMPTS)]
+        return [np.asarray(r.images[0], dtype=np.float64) for r in (engine.generate(s) for s in specs)]
+
+    reference = images("none")
+    report = {}
+    for level in levels:
+        diffs = [np.abs(a - b) for a, b in zip(images(level), reference)]
+        mse = float(np.mean([np.mean(d**2) for d in diffs]))
+        report[level] = {"mean_abs_diff": float(np.mean([d.mean() for d in diffs])),
+                         "psnr_db": float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)}  # fmt: skip
+    return report
+
+
 def median_run(fn: Any, repeats: int, warmups: int) -> dict[str, float]:
     for _ in range(warmups):
         fn()
@@ -177,16 +200,19 @@ def main() -> None:
     args = parser.parse_args()
     engine = load_engine(args)
     rows = measure(engine, args)
+    fidelity = quality(engine, min(args.sizes), args.steps, args.levels)
     import torch
 
     device = torch.cuda.get_device_name() if engine.placement.device == "cuda" else platform.processor() or "cpu"
     header = (f"{time.strftime('%Y-%m-%d')}, {device}, torch {torch.__version__}, {args.steps} steps, "
               f"{'full-size random weights' if args.random_full_size else args.model}, "
               f"skipped: {engine.accel.skipped or 'nothing'}, peak GPU memory: {peak_memory_gb(engine)}")  # fmt: skip
-    table = markdown(rows, header)
+    table = markdown(rows, header) + "\n\nFidelity against `none` (same prompts and seeds, " + \
+        f"{min(args.sizes)}², {len(QUALITY_PROMPTS)} prompts):\n\n| level | mean abs diff (0-255) | PSNR dB |\n|---|---|---|\n" + \
+        "\n".join(f"| {lvl} | {q['mean_abs_diff']:.3f} | {q['psnr_db']:.1f} |" for lvl, q in fidelity.items())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "engine.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+    (out / "engine.json").write_text(json.dumps({"header": header, "rows": rows, "fidelity": fidelity}, indent=2))
     (out / "engine.md").write_text(table + "\n")
     print(table)
 

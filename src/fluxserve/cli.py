@@ -88,6 +88,8 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
           help="run the six size presets once at start, so no request pays a first-call compile")  # fmt: skip
     f.add("--warmup-levels", default="none", help="comma-separated acceleration levels to warm up")
     f.add("--warmup-batches", default="1", help="comma-separated batch sizes to warm up")
+    f.add("--memory", default="normal", choices=["normal", "low"],
+          help="low: fp8 transformer and model offload, so 1024x1024 fits a 24 GB GPU (CUDA only)")  # fmt: skip
     f.add("--lease-seconds", float, 30.0, help="a job whose worker stops renewing its lease this long is requeued")
     f.add("--max-attempts", int, 3, help="times a job is started before a dying worker makes it fail")
     f.add("--max-queue-length", int, 10_000, help="queued requests beyond this get a 429")
@@ -149,6 +151,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             redux_model_path=args.redux_model,
             text_cache_size=args.text_cache,
             warmup=warmup_shapes(args),
+            memory=args.memory,
             accel_disabled=accel_disabled(args),
             compile=args.compile,
             fp8=args.fp8,
@@ -178,6 +181,8 @@ def accel_disabled(args: argparse.Namespace) -> frozenset[str]:
         names.add("compile")
     if args.fp8 == "off":
         names.add("fp8")
+    if args.memory == "low":  # offload hooks and per-level module swaps do not mix: one fp8 model serves all
+        names |= {"compile", "fp8"}
     return frozenset(names)
 
 

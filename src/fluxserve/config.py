@@ -105,6 +105,8 @@ class EngineSettings:
     accel_disabled: frozenset[str] = frozenset()
     compile: str = "auto"
     fp8: str = "auto"
+    # "low": fit a 24 GB GPU (fp8 transformer for every level, idle components offloaded to CPU memory).
+    memory: str = "normal"
     # Shapes run once at start so no request pays a first-call compile: (width, height, level, batch size).
     warmup: tuple[tuple[int, int, str, int], ...] = ()
     # A FluxPriorReduxPipeline folder (the FLUX.1-Redux-dev layout); None: no Redux endpoint.

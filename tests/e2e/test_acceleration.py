@@ -98,3 +98,12 @@ def test_an_operator_can_switch_any_optimisation_off(tiny_model_dir):
                                             accel_disabled=frozenset({"fused_qkv"})))  # fmt: skip
     assert engine.accel.skipped["fused_qkv"] == "switched off by the operator"
     assert engine.accel.applied("regular") == ["channels_last_vae"]
+
+
+def test_low_memory_mode_is_ignored_on_cpu_with_one_log_line(tiny_model_dir, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="fluxserve.engine.pipeline"):
+        engine = FluxEngine.load(EngineSettings(model_path=tiny_model_dir, device="cpu", memory="low"))
+    assert "memory mode low: needs a CUDA GPU; ignored on cpu" in caplog.text
+    assert engine.generate(SPEC).images[0].size == (128, 96)

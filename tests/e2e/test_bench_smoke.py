@@ -25,3 +25,5 @@ def test_bench_engine_smoke(tiny_model_dir, tmp_path):
     assert all(r["total"] > 0 and r["ratio"] > 0 for r in report["rows"])
     assert "| 64² | 2 | fluxserve regular |" in (tmp_path / "engine.md").read_text()
     assert "compile" in report["header"], "the skipped optimisations are stated"
+    assert report["fidelity"]["none"]["mean_abs_diff"] == 0.0, "none against itself: the exact level"
+    assert report["fidelity"]["regular"]["mean_abs_diff"] < 2.0
