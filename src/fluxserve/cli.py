@@ -116,6 +116,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         ("worker", "run only a worker"),
     ):
         add_server_flags(sub.add_parser(name, help=help_), env)
+    from fluxserve.generate import add_generate_parser
+
+    add_generate_parser(sub)
     tiny = sub.add_parser("make-tiny-model", help="build tiny random FLUX.1 [schnell] models for demos and tests")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--redux", type=Path, help="also build a tiny Redux prior (FLUX.1-Redux-dev layout) here")
@@ -296,6 +299,10 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "make-tiny-model":
         return make_tiny_model(args.dir, args.redux)
+    if args.command == "generate":
+        from fluxserve.generate import run_generate
+
+        return run_generate(args)
     settings = settings_from_args(args)
     try:
         if args.command == "api":

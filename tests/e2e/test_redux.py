@@ -172,3 +172,18 @@ def test_js_style_initiate_and_put_upload(tiny_server):
         assert http.get(init["file_url"]).content == data
         too_big = http.post("/files/upload", content=b"x" * (20 * 1024 * 1024 + 1))
         assert too_big.status_code == 413
+
+
+def test_generate_command_with_a_local_redux_image(tiny_server, tmp_path):
+    from fluxserve.cli import build_parser
+    from fluxserve.generate import run_generate
+
+    source = tmp_path / "input.png"
+    Image.new("RGB", (40, 40), (90, 200, 10)).save(source)
+    args = build_parser({}).parse_args(["generate", "--redux", str(source), "--size", "64x64", "--seed", "5",
+                                        "--server", tiny_server.url, "--out", str(tmp_path / "out")])  # fmt: skip
+    err = io.StringIO()
+    assert run_generate(args, out=err) == 0, err.getvalue()
+    (saved,) = (tmp_path / "out").iterdir()
+    assert saved.name.endswith("-seed5.jpg") and Image.open(saved).size == (64, 64)
+    assert "image encode" in err.getvalue()
