@@ -289,3 +289,16 @@ def test_worker_states_lapse_without_reports(store, clock):
     store.report_worker("a", "ready", ttl_s=10)
     clock.advance(11)
     assert store.worker_states() == {"b": "ready"}
+
+
+def test_worker_reports_carry_stats_and_queue_stats(store, clock):
+    store.report_worker("w", "ready", ttl_s=10, stats={"images": 3})
+    assert store.worker_reports() == {"w": {"state": "ready", "stats": {"images": 3}}}
+    assert store.queue_stats() == {"depth": 0, "oldest_age_s": 0.0}
+    first = Job(id=new_job_id(), app="a", spec=SPEC, created_at=clock())
+    store.submit(first)
+    clock.advance(5)
+    submit(store)
+    assert store.queue_stats() == {"depth": 2, "oldest_age_s": 5.0}
+    store.claim("w", 10)
+    assert store.queue_stats()["depth"] == 1 and first

@@ -10,7 +10,7 @@ import fluxserve
 from fluxserve.api import errors
 from fluxserve.api.changes import ChangeFeed
 from fluxserve.api.deps import Services
-from fluxserve.api.routes import files, ops, queue, run, storage
+from fluxserve.api.routes import files, metrics, ops, queue, run, storage
 from fluxserve.config import ApiSettings, QueueSettings
 from fluxserve.queue.base import JobStore
 from fluxserve.storage.base import BlobStore
@@ -29,6 +29,7 @@ def create_app(
         api=api, queue=queue_settings, store=store, blobs=blobs, signer=signer, changes=changes
     )
     errors.install(app)
+    metrics.install(app, store)
     app.include_router(ops.router)
     app.include_router(storage.router)
     app.include_router(files.router)

@@ -152,6 +152,13 @@ class FluxEngine:
         timings = {"inference": sum(timer.timings.values()), **timer.timings}
         return [Generated(images=imgs, has_nsfw_concepts=flags, timings=dict(timings)) for imgs, flags in checked]
 
+    def gpu_memory_bytes(self) -> float | None:
+        if self.placement.device != "cuda":
+            return None
+        import torch
+
+        return float(torch.cuda.max_memory_allocated())
+
     def warm_up(self, shapes: tuple[tuple[int, int, str, int], ...]) -> None:
         """Run each (width, height, level, batch) once, so compiled kernels exist before the first request."""
         for width, height, level, batch in shapes:

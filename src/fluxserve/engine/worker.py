@@ -20,6 +20,7 @@ from fluxserve.engine.encode import CONTENT_TYPES, EXTENSIONS, data_uri, encode
 from fluxserve.errors import JobCancelled
 from fluxserve.image_inputs import ImageFetcher, ImageInputError
 from fluxserve.jobs import GenerationSpec, Job, JobError, JobStatus, LogLine
+from fluxserve.metrics import WorkerStats
 from fluxserve.queue.base import JobStore
 from fluxserve.storage.base import BlobStore
 
@@ -126,6 +127,7 @@ class Worker:
         self.clock = clock
         self._stop = threading.Event()
         self._reported_at = float("-inf")
+        self.stats = WorkerStats()
 
     @property
     def id(self) -> str:
@@ -152,7 +154,9 @@ class Worker:
         if throttle and now - self._reported_at < STATE_TTL_S / 3:
             return
         self._reported_at = now
-        self.store.report_worker(self.id, state, STATE_TTL_S)
+        memory = getattr(self.engine, "gpu_memory_bytes", None)
+        self.stats.gpu_memory_bytes = memory() if callable(memory) else None
+        self.store.report_worker(self.id, state, STATE_TTL_S, self.stats.snapshot())
 
     def stop(self) -> None:
         """Idempotent; the job in flight is finished first."""
@@ -191,12 +195,16 @@ class Worker:
         stopped = JobError(500, "internal_error", "The worker stopped before finishing")
         ends: dict[str, tuple[dict[str, Any] | None, JobError | None]] = {job.id: (None, stopped) for job in jobs}
         blob_keys: dict[str, list[str]] = {job.id: [] for job in jobs}
+        self.stats.busy = 1
+        self.report("ready")
         try:
             with LeaseKeeper(self.store, [job.id for job in jobs], self.config):
                 ready = self.prepare_inputs(jobs, ends)
                 if ready:
                     specs = [job.spec for job, _ in ready]
                     results = self.engine.generate_batch(specs, BatchProgress(self, jobs), [i for _, i in ready])
+                    sizes = [(image.width, image.height) for result in results for image in result.images]
+                    self.stats.batch_ran(len(specs), results[0].timings, sizes)
                     for (job, _), generated in zip(ready, results):
                         self.log(job, "store")
                         ends[job.id] = (self.build_output(job.spec, generated, blob_keys[job.id]), None)
@@ -216,6 +224,8 @@ class Worker:
             for job in jobs:
                 output, error = ends[job.id]
                 self.finish(job, output, blob_keys[job.id], error)
+            self.stats.busy = 0
+            self.report("ready")
 
     def prepare_inputs(self, jobs: list[Job], ends: dict[str, Any]) -> list[tuple[Job, Any]]:
         """Each job's input image (Redux); a job whose image_url is unusable fails alone with a 422."""
@@ -237,17 +247,28 @@ class Worker:
         self.log(job, "fetch image")
         return self.images.load(job.spec.image_url, job.spec.base_url)
 
-    def finish(self, job: Job, output: dict[str, Any] | None, blob_keys: list[str], error: JobError | None) -> None:
+    def finish(self, job: Job, output: dict[str, Any] | None, blob_keys: list[str], error: JobError | None) -> str:
+        """Write the job's end; return how it ended (for the metrics)."""
         if output is not None and self.store.complete(job.id, output, blob_keys):
-            return
-        if output is None and error is not None:
-            self.store.fail(job.id, error)
+            self.stats.job_ended("completed", *self.latencies(job))
+            return "completed"
+        if output is None and error is not None and self.store.fail(job.id, error):
+            self.stats.job_ended("failed", *self.latencies(job))
+            return "failed"
         current = self.store.get(job.id)
         if current is not None and current.output is not None and current.worker_id == self.id:
-            return  # our completion did land (a reply lost to a store restart): the images are its output
+            return "completed"  # our completion did land (a reply lost to a store restart): the images are its output
         # The job ended some other way meanwhile (cancelled): its images belong to no one.
         for key in blob_keys:
             self.blobs.delete(key)
+        status = current.status.value if current is not None else "cancelled"
+        self.stats.job_ended(status, *self.latencies(job))
+        return status
+
+    def latencies(self, job: Job) -> tuple[float | None, float]:
+        """(queue wait, submit to end) in seconds."""
+        wait = job.started_at - job.created_at if job.started_at else None
+        return wait, self.clock() - job.created_at
 
     def log(self, job: Job, message: str) -> None:
         self.store.append_log(job.id, LogLine(message=message, timestamp=self.clock()))

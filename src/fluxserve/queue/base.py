@@ -63,11 +63,17 @@ class JobStore(Protocol):
     ) -> None: ...
 
     # -- workers, for readiness
-    def report_worker(self, worker_id: str, state: str, ttl_s: float) -> None:
-        """Record a worker's state ("warming", "ready", "stopping"); it lapses after ttl_s without a report."""
+    def report_worker(self, worker_id: str, state: str, ttl_s: float, stats: dict[str, Any] | None = None) -> None:
+        """Record a worker's state ("warming", "ready", "stopping") and its metrics snapshot; the report lapses
+        after ttl_s without another."""
 
-    def worker_states(self) -> dict[str, str]:
-        """The states of the workers that reported within their ttl."""
+    def worker_reports(self) -> dict[str, dict[str, Any]]:
+        """{worker id: {"state", "stats"}} for the workers that reported within their ttl."""
+
+    def worker_states(self) -> dict[str, str]: ...
+
+    def queue_stats(self) -> dict[str, float]:
+        """{"depth": queued requests, "oldest_age_s": age of the oldest queued one (0 when none)}."""
 
     def wait_for_change(self, timeout_s: float) -> bool:
         """Block until any process changes the store (or timeout_s passes): waiters re-read at once instead of

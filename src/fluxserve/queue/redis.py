@@ -326,15 +326,24 @@ class RedisJobStore:
     def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str) -> None:
         self._run("record_hook", job_id, json.dumps(attempt), _num(next_at) or "", state)
 
-    def report_worker(self, worker_id: str, state: str, ttl_s: float) -> None:
+    def report_worker(self, worker_id: str, state: str, ttl_s: float, stats: dict[str, Any] | None = None) -> None:
         # A sorted set scored by expiry: readers drop lapsed entries without trusting Redis' clock.
-        self.redis.hset(f"{self.ns}workers", worker_id, state)
+        self.redis.hset(f"{self.ns}workers", worker_id, json.dumps({"state": state, "stats": stats}))
         self.redis.zadd(f"{self.ns}worker_expiry", {worker_id: self._clock() + ttl_s})
 
-    def worker_states(self) -> dict[str, str]:
+    def worker_reports(self) -> dict[str, dict[str, Any]]:
         live = self.redis.zrangebyscore(f"{self.ns}worker_expiry", self._clock(), "+inf")
-        states = self.redis.hmget(f"{self.ns}workers", live) if live else []
-        return {w: s for w, s in zip(live, states) if s is not None}
+        reports = self.redis.hmget(f"{self.ns}workers", live) if live else []
+        return {w: json.loads(r) for w, r in sorted(zip(live, reports)) if r is not None}
+
+    def worker_states(self) -> dict[str, str]:
+        return {w: report["state"] for w, report in self.worker_reports().items()}
+
+    def queue_stats(self) -> dict[str, float]:
+        oldest = self.redis.zrange(f"{self.ns}queue", 0, 0)
+        created = self.redis.hget(self._key("job", oldest[0]), "created_at") if oldest else None
+        age = max(0.0, self._clock() - float(created)) if created else 0.0
+        return {"depth": self.count_queued(), "oldest_age_s": age}
 
     def close(self) -> None:
         if self._pubsub is not None:

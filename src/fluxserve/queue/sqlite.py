@@ -50,7 +50,8 @@ CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs (job_id);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    stats TEXT
 );
 CREATE TABLE IF NOT EXISTS webhooks (
     job_id TEXT PRIMARY KEY,
@@ -277,17 +278,24 @@ class SQLiteJobStore:
                 (json.dumps(attempt), state, next_at, job_id),
             )
 
-    def report_worker(self, worker_id: str, state: str, ttl_s: float) -> None:
+    def report_worker(self, worker_id: str, state: str, ttl_s: float, stats: dict[str, Any] | None = None) -> None:
         with self._write() as db:
             db.execute(
-                "INSERT INTO workers (id, state, expires_at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
-                " state = excluded.state, expires_at = excluded.expires_at",
-                (worker_id, state, self._clock() + ttl_s),
+                "INSERT INTO workers (id, state, expires_at, stats) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE"
+                " SET state = excluded.state, expires_at = excluded.expires_at, stats = excluded.stats",
+                (worker_id, state, self._clock() + ttl_s, json.dumps(stats) if stats else None),
             )
 
+    def worker_reports(self) -> dict[str, dict[str, Any]]:
+        rows = self._read("SELECT id, state, stats FROM workers WHERE expires_at >= ? ORDER BY id", (self._clock(),))
+        return {w: {"state": state, "stats": json.loads(stats) if stats else None} for w, state, stats in rows}
+
     def worker_states(self) -> dict[str, str]:
-        rows = self._read("SELECT id, state FROM workers WHERE expires_at >= ? ORDER BY id", (self._clock(),))
-        return dict(rows)
+        return {w: report["state"] for w, report in self.worker_reports().items()}
+
+    def queue_stats(self) -> dict[str, float]:
+        depth, oldest = self._read("SELECT COUNT(*), MIN(created_at) FROM jobs WHERE status = 'queued'")[0]
+        return {"depth": depth, "oldest_age_s": max(0.0, self._clock() - oldest) if oldest else 0.0}
 
     def close(self) -> None:
         with self._lock:
