@@ -27,3 +27,15 @@ def test_openapi_describes_the_schnell_endpoint(fake_server):
     assert all(p.get("description") for p in props.values())
     out = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert set(schemas[out]["required"]) == {"images", "timings", "seed", "has_nsfw_concepts", "prompt"}
+
+
+def test_docs_render_with_local_assets_only(fake_server):
+    import re
+
+    with fake_server.client() as http:
+        page = http.get("/docs")
+        assert page.status_code == 200 and "swagger-ui" in page.text
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text) + re.findall(r"url: '([^']+)'", page.text)
+        assert urls and all(u.startswith("/") for u in urls), urls
+        for url in urls:
+            assert http.get(url).status_code == 200, url

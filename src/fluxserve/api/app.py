@@ -10,7 +10,7 @@ import fluxserve
 from fluxserve.api import errors
 from fluxserve.api.changes import ChangeFeed
 from fluxserve.api.deps import Services
-from fluxserve.api.routes import files, metrics, ops, queue, run, storage
+from fluxserve.api.routes import docs, files, metrics, ops, queue, run, storage
 from fluxserve.config import ApiSettings, QueueSettings
 from fluxserve.queue.base import JobStore
 from fluxserve.storage.base import BlobStore
@@ -23,6 +23,8 @@ def create_app(
         title="fluxserve",
         version=fluxserve.__version__,
         description="FLUX.1 [schnell] with fal.ai's API, self-hosted.",
+        docs_url=None,  # served by routes/docs.py with local assets
+        redoc_url=None,
     )
     changes = ChangeFeed(store)
     app.state.services = Services(
@@ -30,6 +32,7 @@ def create_app(
     )
     errors.install(app)
     metrics.install(app, store)
+    docs.install(app)
     app.include_router(ops.router)
     app.include_router(storage.router)
     app.include_router(files.router)
