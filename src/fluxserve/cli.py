@@ -90,6 +90,8 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     f.add("--warmup-batches", default="1", help="comma-separated batch sizes to warm up")
     f.add("--memory", default="normal", choices=["normal", "low"],
           help="low: fp8 transformer and model offload, so 1024x1024 fits a 24 GB GPU (CUDA only)")  # fmt: skip
+    f.add("--auth", default="auto", choices=["auto", "on", "off"],
+          help="require API keys (auto: off on a loopback bind, on for any other)")  # fmt: skip
     f.add("--lease-seconds", float, 30.0, help="a job whose worker stops renewing its lease this long is requeued")
     f.add("--max-attempts", int, 3, help="times a job is started before a dying worker makes it fail")
     f.add("--max-queue-length", int, 10_000, help="queued requests beyond this get a 429")
@@ -119,6 +121,16 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     from fluxserve.generate import add_generate_parser
 
     add_generate_parser(sub)
+    for name, help_ in (("keys", "create, list or revoke API keys"), ("usage", "print usage per key and day")):
+        p = sub.add_parser(name, help=help_)
+        add_server_flags(p, env)
+        if name == "keys":
+            p.add_argument("action", choices=["create", "list", "revoke"])
+            p.add_argument("key_id", nargs="?", help="the key to revoke")
+            p.add_argument("--name", default="", help="a label for the new key")
+            p.add_argument("--admin", action="store_true", help="the new key may see every key's requests and usage")
+        else:
+            p.add_argument("--key", dest="usage_key", help="only this key id")
     tiny = sub.add_parser("make-tiny-model", help="build tiny random FLUX.1 [schnell] models for demos and tests")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--redux", type=Path, help="also build a tiny Redux prior (FLUX.1-Redux-dev layout) here")
@@ -134,6 +146,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             host=args.host, port=args.port, tls_port=args.tls_port or None, tls_cert=args.tls_cert,
             tls_key=args.tls_key, public_url=args.public_url, max_pixels=args.max_pixels,
             redux_enabled=args.redux_model is not None, max_upload_bytes=args.fetch_max_bytes,
+            auth=auth_required(args),
         ),  # fmt: skip
         queue=QueueSettings(
             db_path=data_dir / "jobs.sqlite3", store_url=args.store, lease_s=args.lease_seconds, max_attempts=args.max_attempts,
@@ -166,6 +179,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ),  # fmt: skip
         worker_id=args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
     )
+
+
+def auth_required(args: argparse.Namespace) -> bool:
+    """auto: a server only loopback can reach needs no keys; one bound to any other address does."""
+    if args.auth != "auto":
+        return args.auth == "on"
+    return args.host not in ("127.0.0.1", "localhost", "::1")
 
 
 def warmup_shapes(args: argparse.Namespace) -> tuple[tuple[int, int, str, int], ...]:
@@ -303,6 +323,12 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         from fluxserve.generate import run_generate
 
         return run_generate(args)
+    if args.command in ("keys", "usage"):
+        from fluxserve.accounts import run_keys, run_usage
+        from fluxserve.server import open_store
+
+        store = open_store(settings_from_args(args))
+        return run_keys(store, args) if args.command == "keys" else run_usage(store, args.usage_key)
     settings = settings_from_args(args)
     try:
         if args.command == "api":

@@ -21,6 +21,8 @@ class ApiSettings:
     public_url: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_upload_bytes: int = 20 * 1024 * 1024
+    # Require API keys (`Authorization: Key id:secret`). The CLI turns it on for any non-loopback bind.
+    auth: bool = False
     # Whether the workers load a Redux prior; without one the Redux endpoint says so instead of queueing.
     redux_enabled: bool = False
 

@@ -8,6 +8,7 @@ stores apply them with conditional updates so two writers can never both win.
 from __future__ import annotations
 
 import enum
+import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -165,6 +166,8 @@ class Job:
     webhook_url: str | None = None
     # Stored blobs of the output, removed with the job when its retention ends.
     blob_keys: list[str] = field(default_factory=list)
+    # The API key that submitted it (None when auth is off): it alone (or an admin) may see it.
+    key_id: str | None = None
 
     @property
     def error_or_cancel(self) -> JobError | None:
@@ -172,6 +175,27 @@ class Job:
         if self.status is JobStatus.CANCELLED:
             return JobError.cancelled()
         return self.error
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    secret_sha256: str  # only the hash is stored
+    name: str
+    admin: bool
+    created_at: float
+    revoked: bool = False
+
+
+def usage_day(timestamp: float) -> str:
+    """Usage is accounted per UTC day."""
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
+def megapixels(output: dict[str, Any]) -> int:
+    """The seed's billing unit: megapixels per image, rounded up."""
+    images = [img for img in output.get("images", []) if isinstance(img, dict) and "width" in img]
+    return sum(math.ceil(img["width"] * img["height"] / 1_000_000) for img in images)
 
 
 @dataclass(frozen=True)

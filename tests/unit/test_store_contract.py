@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -302,3 +303,43 @@ def test_worker_reports_carry_stats_and_queue_stats(store, clock):
     assert store.queue_stats() == {"depth": 2, "oldest_age_s": 5.0}
     store.claim("w", 10)
     assert store.queue_stats()["depth"] == 1 and first
+
+
+def test_api_keys(store, clock):
+    from fluxserve.jobs import ApiKey
+
+    store.create_key(ApiKey("k1", "hash1", "alice", False, clock()))
+    clock.advance(1)
+    store.create_key(ApiKey("k2", "hash2", "ops", True, clock()))
+    assert store.get_key("k1") == ApiKey("k1", "hash1", "alice", False, clock() - 1)
+    assert [k.key_id for k in store.list_keys()] == ["k1", "k2"] and store.get_key("k2").admin
+    assert store.revoke_key("k1") and store.get_key("k1").revoked
+    assert not store.revoke_key("nope") and store.get_key("nope") is None
+
+
+def test_usage_counts_completed_jobs_in_megapixels_rounded_up(store, clock):
+    def run(key_id, output, app="fal-ai/flux/schnell", end="complete"):
+        job = Job(id=new_job_id(), app=app, spec=SPEC, key_id=key_id)
+        store.submit(job)
+        store.claim("w", 10)
+        if end == "complete":
+            store.complete(job.id, output)
+        else:
+            store.fail(job.id, JobError(500, "internal_error", "x"))
+        return job
+
+    big = {"images": [{"url": "u", "content_type": "image/png", "width": 1024, "height": 1024}] * 2}
+    small = {"images": [{"url": "u", "content_type": "image/png", "width": 512, "height": 512}]}
+    run("alice", big)
+    run("alice", small, app="fal-ai/flux/schnell/redux")
+    run("bob", small)
+    run("bob", big, end="fail")
+    day = time.strftime("%Y-%m-%d", time.gmtime(clock()))
+    assert store.usage("alice") == [
+        {"day": day, "key_id": "alice", "app": "fal-ai/flux/schnell", "requests": 1, "images": 2, "megapixels": 4},
+        {"day": day, "key_id": "alice", "app": "fal-ai/flux/schnell/redux", "requests": 1, "images": 1,
+         "megapixels": 1},
+    ]  # fmt: skip
+    assert [r["key_id"] for r in store.usage()] == ["alice", "alice", "bob"]
+    assert store.usage("bob")[0]["requests"] == 1, "the failed job is not counted"
+

@@ -10,7 +10,7 @@ import fluxserve
 from fluxserve.api import errors
 from fluxserve.api.changes import ChangeFeed
 from fluxserve.api.deps import Services
-from fluxserve.api.routes import docs, files, metrics, ops, queue, run, storage
+from fluxserve.api.routes import docs, files, metrics, ops, queue, run, storage, usage
 from fluxserve.config import ApiSettings, QueueSettings
 from fluxserve.queue.base import JobStore
 from fluxserve.storage.base import BlobStore
@@ -34,6 +34,7 @@ def create_app(
     metrics.install(app, store)
     docs.install(app)
     app.include_router(ops.router)
+    app.include_router(usage.router)
     app.include_router(storage.router)
     app.include_router(files.router)
     app.include_router(queue.router())

@@ -17,6 +17,10 @@ async def input_error(request: Request, exc: InputError) -> JSONResponse:
     return JSONResponse({"detail": [item]}, status_code=422)
 
 
+async def unauthorized(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=401, headers={"www-authenticate": "Key"})
+
+
 async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
     # 501, not 503: the server will not grow a model by itself, so clients must not retry.
     return JSONResponse({"detail": str(exc), "error_type": exc.error_type}, status_code=501)
@@ -35,4 +39,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(InputError, input_error)  # type: ignore[arg-type]
     app.add_exception_handler(NotFound, not_found)  # type: ignore[arg-type]
     app.add_exception_handler(Unavailable, unavailable)  # type: ignore[arg-type]
+    from fluxserve.api.auth import Unauthorized
+
+    app.add_exception_handler(Unauthorized, unauthorized)
     app.add_exception_handler(Exception, unexpected)

@@ -33,8 +33,9 @@ async def submit(
     spec: GenerationSpec,
     start_timeout_s: float | None = None,
     webhook_url: str | None = None,
+    key_id: str | None = None,
 ) -> Job:
-    job = Job(id=new_job_id(), app=app_id, spec=spec, webhook_url=webhook_url)
+    job = Job(id=new_job_id(), app=app_id, spec=spec, webhook_url=webhook_url, key_id=key_id)
     if start_timeout_s is not None:
         job.start_deadline = job.created_at + start_timeout_s
     await run_in_threadpool(svc.store.submit, job)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from fluxserve.jobs import Job, JobError, LogLine, WebhookDelivery
+from fluxserve.jobs import ApiKey, Job, JobError, LogLine, WebhookDelivery
 
 
 class JobStore(Protocol):
@@ -78,5 +78,18 @@ class JobStore(Protocol):
     def wait_for_change(self, timeout_s: float) -> bool:
         """Block until any process changes the store (or timeout_s passes): waiters re-read at once instead of
         polling. True when woken by a change."""
+
+    # -- API keys and usage
+    def create_key(self, key: ApiKey) -> None: ...
+
+    def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    def list_keys(self) -> list[ApiKey]: ...
+
+    def revoke_key(self, key_id: str) -> bool: ...
+
+    def usage(self, key_id: str | None = None) -> list[dict[str, Any]]:
+        """Rows of {day, key_id ("" without auth), app, requests, images, megapixels}, recorded when a job
+        completes (failed and cancelled jobs are not counted)."""
 
     def close(self) -> None: ...

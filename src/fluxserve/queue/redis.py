@@ -17,7 +17,18 @@ import time
 from collections.abc import Iterable
 from typing import Any, Callable
 
-from fluxserve.jobs import TRANSITIONS, GenerationSpec, Job, JobError, JobStatus, LogLine, WebhookDelivery
+from fluxserve.jobs import (
+    TRANSITIONS,
+    ApiKey,
+    GenerationSpec,
+    Job,
+    JobError,
+    JobStatus,
+    LogLine,
+    WebhookDelivery,
+    megapixels,
+    usage_day,
+)
 
 DEFAULT_NAMESPACE = "fluxserve:"
 # How far down the queue a batch looks for compatible jobs.
@@ -64,6 +75,17 @@ end
 SCRIPTS = {
     # ARGV: ns, id, target, now, allowed, fields(json)
     "transition": "return transition(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], cjson.decode(ARGV[6]))",
+    # ARGV: ns, id, now, allowed, fields(json), day, usage_key, images, megapixels
+    "complete": """
+local ns = ARGV[1]
+if transition(ns, ARGV[2], 'completed', ARGV[3], ARGV[4], cjson.decode(ARGV[5])) == 0 then return 0 end
+local usage = ns .. 'usage:' .. ARGV[6]
+redis.call('SADD', ns .. 'usage_days', ARGV[6])
+redis.call('HINCRBY', usage, ARGV[7] .. '|requests', 1)
+redis.call('HINCRBY', usage, ARGV[7] .. '|images', ARGV[8])
+redis.call('HINCRBY', usage, ARGV[7] .. '|megapixels', ARGV[9])
+return 1
+""",
     # ARGV: ns, id, fields(json), webhook_url ('' for none)
     "submit": """
 local ns, id = ARGV[1], ARGV[2]
@@ -257,6 +279,8 @@ class RedisJobStore:
             fields["start_deadline"] = _num(job.start_deadline)
         if job.webhook_url:
             fields["webhook_url"] = job.webhook_url
+        if job.key_id:
+            fields["key_id"] = job.key_id
         # Submitting the same id twice is a no-op, so a retry after a lost reply is safe.
         self._run("submit", job.id, json.dumps(fields), job.webhook_url or "")
 
@@ -291,8 +315,15 @@ class RedisJobStore:
         return self._run("expire_deadlines", _num(self._clock()), _allowed(JobStatus.FAILED), error)
 
     def complete(self, job_id: str, output: dict[str, Any], blob_keys: Iterable[str] = ()) -> bool:
+        """Completion and its usage are recorded by one script: atomic, counted once."""
+        owner = self.redis.hmget(self._key("job", job_id), ["key_id", "app"])
+        now = self._clock()
         fields = {"output": json.dumps(output), "blob_keys": json.dumps(list(blob_keys))}
-        return self._transition(job_id, JobStatus.COMPLETED, fields)
+        usage_key = f"{owner[0] or ''}|{owner[1] or ''}"
+        return self._run(
+            "complete", job_id, _num(now), _allowed(JobStatus.COMPLETED), json.dumps(fields), usage_day(now),
+            usage_key, len(output.get("images", [])), megapixels(output),
+        ) == 1  # fmt: skip
 
     def fail(self, job_id: str, error: JobError) -> bool:
         return self._transition(job_id, JobStatus.FAILED, {"error": json.dumps(error.to_dict())})
@@ -345,6 +376,41 @@ class RedisJobStore:
         age = max(0.0, self._clock() - float(created)) if created else 0.0
         return {"depth": self.count_queued(), "oldest_age_s": age}
 
+    # -- API keys and usage ------------------------------------------------------------------------------
+
+    def create_key(self, key: ApiKey) -> None:
+        self.redis.hset(self._key("key", key.key_id), mapping={
+            "secret_sha256": key.secret_sha256, "name": key.name, "admin": int(key.admin),
+            "created_at": _num(key.created_at), "revoked": 0})  # fmt: skip
+        self.redis.zadd(f"{self.ns}keys", {key.key_id: key.created_at})
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        f = self.redis.hgetall(self._key("key", key_id))
+        if not f:
+            return None
+        return ApiKey(key_id, f["secret_sha256"], f["name"], f["admin"] == "1", float(f["created_at"]),
+                      f["revoked"] == "1")  # fmt: skip
+
+    def list_keys(self) -> list[ApiKey]:
+        return [k for k in map(self.get_key, self.redis.zrange(f"{self.ns}keys", 0, -1)) if k is not None]
+
+    def revoke_key(self, key_id: str) -> bool:
+        if not self.redis.exists(self._key("key", key_id)):
+            return False
+        self.redis.hset(self._key("key", key_id), "revoked", 1)
+        return True
+
+    def usage(self, key_id: str | None = None) -> list[dict[str, Any]]:
+        rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for day in sorted(self.redis.smembers(f"{self.ns}usage_days")):
+            for field, value in self.redis.hgetall(f"{self.ns}usage:{day}").items():
+                owner, app, measure = field.split("|")
+                if key_id is not None and owner != key_id:
+                    continue
+                row = rows.setdefault((day, owner, app), {"day": day, "key_id": owner, "app": app})
+                row[measure] = int(value)
+        return [rows[k] for k in sorted(rows)]
+
     def close(self) -> None:
         if self._pubsub is not None:
             self._pubsub.close()
@@ -373,5 +439,6 @@ def _fields_to_job(job_id: str, f: dict[str, str]) -> Job:
         gateway_request_id=f["gateway_request_id"],
         webhook_url=f.get("webhook_url"),
         blob_keys=json.loads(f.get("blob_keys") or "[]"),
+        key_id=f.get("key_id"),
     )
 

@@ -15,7 +15,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from fluxserve.jobs import TERMINAL, TRANSITIONS, GenerationSpec, Job, JobError, JobStatus, LogLine, WebhookDelivery
+from fluxserve.jobs import (
+    TERMINAL,
+    TRANSITIONS,
+    ApiKey,
+    GenerationSpec,
+    Job,
+    JobError,
+    JobStatus,
+    LogLine,
+    WebhookDelivery,
+    megapixels,
+    usage_day,
+)
 from fluxserve.queue.notify import Doorbell, doorbell_folder
 
 SCHEMA = """
@@ -36,7 +48,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     start_deadline REAL,
     gateway_request_id TEXT NOT NULL,
     webhook_url TEXT,
-    blob_keys TEXT NOT NULL DEFAULT '[]'
+    blob_keys TEXT NOT NULL DEFAULT '[]',
+    key_id TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
@@ -53,6 +66,23 @@ CREATE TABLE IF NOT EXISTS workers (
     expires_at REAL NOT NULL,
     stats TEXT
 );
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL,
+    name TEXT NOT NULL,
+    admin INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS usage (
+    day TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    app TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    images INTEGER NOT NULL,
+    megapixels INTEGER NOT NULL,
+    PRIMARY KEY (day, key_id, app)
+);
 CREATE TABLE IF NOT EXISTS webhooks (
     job_id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -65,8 +95,10 @@ CREATE TABLE IF NOT EXISTS webhooks (
 
 COLUMNS = (
     "id, app, spec, status, created_at, started_at, finished_at, output, error, worker_id, lease_until, "
-    "attempts, start_deadline, gateway_request_id, webhook_url, blob_keys"
+    "attempts, start_deadline, gateway_request_id, webhook_url, blob_keys, key_id"
 )
+# Columns added after a table was first created: added to older files at open.
+MIGRATIONS = (("jobs", "key_id", "TEXT"), ("workers", "stats", "TEXT"))
 # How far down the queue a batch looks for compatible jobs.
 SCAN_FOR_BATCH = 256
 TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
@@ -83,6 +115,13 @@ class SQLiteJobStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        for table, column, declaration in MIGRATIONS:
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @classmethod
     def open(cls, path: Path, clock: Callable[[], float] = time.time) -> SQLiteJobStore:
@@ -143,9 +182,9 @@ class SQLiteJobStore:
             # Submitting the same id twice is a no-op, as in every store.
             inserted = db.execute(
                 "INSERT OR IGNORE INTO jobs (id, app, spec, status, created_at, start_deadline, gateway_request_id,"
-                " webhook_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " webhook_url, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.id, job.app, json.dumps(job.spec.to_dict()), JobStatus.QUEUED.value, job.created_at,
-                 job.start_deadline, job.gateway_request_id, job.webhook_url),
+                 job.start_deadline, job.gateway_request_id, job.webhook_url, job.key_id),
             )  # fmt: skip
             if job.webhook_url and inserted.rowcount == 1:
                 db.execute("INSERT INTO webhooks (job_id, url) VALUES (?, ?)", (job.id, job.webhook_url))
@@ -216,9 +255,20 @@ class SQLiteJobStore:
         return [job_id for (job_id,) in rows if self._transition_in_tx(job_id, JobStatus.FAILED, error=error)]
 
     def complete(self, job_id: str, output: dict[str, Any], blob_keys: Iterable[str] = ()) -> bool:
-        return self._transition(
-            job_id, JobStatus.COMPLETED, output=json.dumps(output), blob_keys=json.dumps(list(blob_keys))
-        )
+        """Completion and its usage (megapixels per image, rounded up) are recorded in one transaction."""
+        with self._write() as db:
+            done = self._transition_in_tx(
+                job_id, JobStatus.COMPLETED, output=json.dumps(output), blob_keys=json.dumps(list(blob_keys))
+            )
+            if done:
+                app, key_id = db.execute("SELECT app, key_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                db.execute(
+                    "INSERT INTO usage (day, key_id, app, requests, images, megapixels) VALUES (?, ?, ?, 1, ?, ?)"
+                    " ON CONFLICT(day, key_id, app) DO UPDATE SET requests = requests + 1,"
+                    " images = images + excluded.images, megapixels = megapixels + excluded.megapixels",
+                    (usage_day(self._clock()), key_id or "", app, len(output.get("images", [])), megapixels(output)),
+                )
+        return done
 
     def fail(self, job_id: str, error: JobError) -> bool:
         return self._transition(job_id, JobStatus.FAILED, error=_dump_error(error))
@@ -297,6 +347,34 @@ class SQLiteJobStore:
         depth, oldest = self._read("SELECT COUNT(*), MIN(created_at) FROM jobs WHERE status = 'queued'")[0]
         return {"depth": depth, "oldest_age_s": max(0.0, self._clock() - oldest) if oldest else 0.0}
 
+    # -- API keys and usage ------------------------------------------------------------------------------
+
+    def create_key(self, key: ApiKey) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO api_keys (key_id, secret_sha256, name, admin, created_at) VALUES (?, ?, ?, ?, ?)",
+                (key.key_id, key.secret_sha256, key.name, int(key.admin), key.created_at),
+            )
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        rows = self._read(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))
+        return _row_to_key(rows[0]) if rows else None
+
+    def list_keys(self) -> list[ApiKey]:
+        return [_row_to_key(r) for r in self._read(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at")]
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self._write() as db:
+            return db.execute("UPDATE api_keys SET revoked = 1 WHERE key_id = ?", (key_id,)).rowcount == 1
+
+    def usage(self, key_id: str | None = None) -> list[dict[str, Any]]:
+        """Usage rows (day, key_id, app, requests, images, megapixels), for one key or all."""
+        sql = "SELECT day, key_id, app, requests, images, megapixels FROM usage"
+        rows = self._read(sql + " WHERE key_id = ? ORDER BY day, key_id, app", (key_id,)) if key_id is not None \
+            else self._read(sql + " ORDER BY day, key_id, app")  # fmt: skip
+        names = ("day", "key_id", "app", "requests", "images", "megapixels")
+        return [dict(zip(names, row)) for row in rows]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -322,13 +400,21 @@ class SQLiteJobStore:
         return cur.rowcount == 1
 
 
+KEY_COLUMNS = "key_id, secret_sha256, name, admin, created_at, revoked"
+
+
+def _row_to_key(row: tuple) -> ApiKey:
+    key_id, secret, name, admin, created, revoked = row
+    return ApiKey(key_id, secret, name, bool(admin), created, bool(revoked))
+
+
 def _dump_error(error: JobError) -> str:
     return json.dumps(error.to_dict())
 
 
 def _row_to_job(row: tuple) -> Job:
     (job_id, app, spec, status, created, started, finished, output, error, worker_id, lease_until,
-     attempts, start_deadline, gateway_request_id, webhook_url, blob_keys) = row  # fmt: skip
+     attempts, start_deadline, gateway_request_id, webhook_url, blob_keys, key_id) = row  # fmt: skip
     return Job(
         id=job_id,
         app=app,
@@ -346,4 +432,5 @@ def _row_to_job(row: tuple) -> Job:
         gateway_request_id=gateway_request_id,
         webhook_url=webhook_url,
         blob_keys=json.loads(blob_keys),
+        key_id=key_id,
     )

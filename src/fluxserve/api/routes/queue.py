@@ -20,7 +20,8 @@ from fluxserve.api import jobs
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
 from fluxserve.api.requests import start_timeout, webhook_target
-from fluxserve.jobs import JobStatus
+from fluxserve.api.auth import Caller, caller
+from fluxserve.jobs import Job, JobStatus
 
 TRUTHY = {"1", "true", "True", "yes"}
 
@@ -36,6 +37,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         x_fal_request_timeout: Optional[str] = Header(default=None),
         x_fal_request_start_timeout: Optional[str] = Header(default=None),
         svc: Services = Depends(services),
+        who: Caller = Depends(caller),
     ) -> JSONResponse:
         endpoint.ensure_available(svc.api)
         base = base_url(request, svc)
@@ -45,7 +47,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
             detail = f"Queue is full ({limit} requests waiting); try again later"
             return JSONResponse({"detail": detail, "error_type": "queue_full"}, status_code=429)
         deadline = start_timeout(x_fal_request_start_timeout or x_fal_request_timeout)
-        job = await jobs.submit(svc, endpoint.app_id, spec, deadline, webhook_target(fal_webhook))
+        job = await jobs.submit(svc, endpoint.app_id, spec, deadline, webhook_target(fal_webhook), who.key_id)
         position = await run_in_threadpool(svc.store.queue_position, job.id)
         payload = {
             "status": "IN_QUEUE",
@@ -64,7 +66,16 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
     )
 
 
-async def status(request_id: str, request: Request, logs: str = "0", svc: Services = Depends(services)):
+async def visible(svc: Services, who: Caller, request_id: str) -> Job | None:
+    """The job, or None when it does not exist or belongs to another key (both answer 404)."""
+    job = await run_in_threadpool(svc.store.get, request_id)
+    return job if who.may_see(job) else None
+
+
+async def status(request_id: str, request: Request, logs: str = "0", svc: Services = Depends(services),
+                 who: Caller = Depends(caller)):  # fmt: skip
+    if await visible(svc, who, request_id) is None:
+        return JSONResponse({"detail": "Request not found"}, status_code=404)
     body = await jobs.read_status(svc, request_id, base_url(request, svc), logs in TRUTHY)
     if body is None:
         return JSONResponse({"detail": "Request not found"}, status_code=404)
@@ -98,9 +109,10 @@ async def status_events(svc: Services, request_id: str, base: str, with_logs: bo
         await svc.changes.wait(svc.queue.poll_interval_s)
 
 
-async def status_stream(request_id: str, request: Request, logs: str = "0", svc: Services = Depends(services)):
+async def status_stream(request_id: str, request: Request, logs: str = "0", svc: Services = Depends(services),
+                        who: Caller = Depends(caller)):  # fmt: skip
     base = base_url(request, svc)
-    if await jobs.read_status(svc, request_id, base, False) is None:
+    if await visible(svc, who, request_id) is None:
         return JSONResponse({"detail": "Request not found"}, status_code=404)
     return StreamingResponse(
         status_events(svc, request_id, base, logs in TRUTHY),
@@ -109,8 +121,8 @@ async def status_stream(request_id: str, request: Request, logs: str = "0", svc:
     )
 
 
-async def result(request_id: str, svc: Services = Depends(services)):
-    job = await run_in_threadpool(svc.store.get, request_id)
+async def result(request_id: str, svc: Services = Depends(services), who: Caller = Depends(caller)):
+    job = await visible(svc, who, request_id)
     if job is None:
         return JSONResponse({"detail": "Request not found"}, status_code=404)
     if not job.status.terminal:
@@ -123,8 +135,10 @@ async def result(request_id: str, svc: Services = Depends(services)):
     return response
 
 
-async def cancel(request_id: str, svc: Services = Depends(services)):
+async def cancel(request_id: str, svc: Services = Depends(services), who: Caller = Depends(caller)):
     headers = {jobs.REQUEST_ID_HEADER: request_id}
+    if await visible(svc, who, request_id) is None:
+        return JSONResponse({"status": "NOT_FOUND"}, status_code=404, headers=headers)
     if await run_in_threadpool(svc.store.cancel, request_id):
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=headers)
     if await run_in_threadpool(svc.store.get, request_id) is None:

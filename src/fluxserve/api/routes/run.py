@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
 from fluxserve.api import jobs
+from fluxserve.api.auth import Caller, caller
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
 from fluxserve.api.requests import start_timeout
@@ -26,11 +27,12 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         x_fal_request_timeout: Optional[str] = Header(default=None),
         x_fal_request_start_timeout: Optional[str] = Header(default=None),
         svc: Services = Depends(services),
+        who: Caller = Depends(caller),
     ) -> JSONResponse:
         endpoint.ensure_available(svc.api)
         spec = endpoint.to_spec(body, base_url(request, svc), svc.api.max_pixels)
         deadline = start_timeout(x_fal_request_start_timeout or x_fal_request_timeout)
-        job = await jobs.submit(svc, endpoint.app_id, spec, deadline)
+        job = await jobs.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id)
         job = await jobs.wait_for_terminal(svc, job.id)
         await jobs.forget_if_sync_mode(svc, job)
         return jobs.result_response(job)

@@ -18,10 +18,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from fluxserve.api.auth import caller
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.storage.local import KEY_PATTERN
 
-router = APIRouter(tags=["storage"])
+# Uploads need a key when auth is on; downloads (GET /files/...) stay open, like fal's CDN URLs.
+router = APIRouter(tags=["storage"], dependencies=[Depends(caller)])
 TOKEN_LIFETIME = datetime.timedelta(hours=1)
 
 

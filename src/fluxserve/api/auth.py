@@ -1,0 +1,68 @@
+"""API keys in fal's form: `Authorization: Key <id>:<secret>`. Only a SHA-256 of the secret is stored.
+
+With auth off (the default on loopback) every caller is an anonymous admin. With it on, a request without a valid
+key gets a 401; a key sees only its own requests (another key's request answers 404), and an admin key sees all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from fluxserve.api.deps import Services, services
+from fluxserve.errors import FluxserveError
+from fluxserve.jobs import ApiKey, Job
+
+KEY_PREFIX = "fsk_"
+
+
+class Unauthorized(FluxserveError):
+    pass
+
+
+@dataclass(frozen=True)
+class Caller:
+    key_id: str | None  # None: auth is off
+    admin: bool
+
+    def may_see(self, job: Job | None) -> bool:
+        return job is not None and (self.admin or job.key_id == self.key_id)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_key(name: str, admin: bool = False) -> tuple[ApiKey, str]:
+    """A new key record and the credential to hand out once: `<id>:<secret>`."""
+    key_id = KEY_PREFIX + secrets.token_hex(6)
+    secret = secrets.token_urlsafe(24)
+    return ApiKey(key_id, hash_secret(secret), name, admin, time.time()), f"{key_id}:{secret}"
+
+
+def parse_credentials(header: str | None) -> tuple[str, str] | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() not in ("key", "bearer"):
+        return None
+    key_id, _, secret = value.strip().partition(":")
+    return (key_id, secret) if key_id and secret else None
+
+
+async def caller(request: Request, svc: Services = Depends(services)) -> Caller:
+    if not svc.api.auth:
+        return Caller(key_id=None, admin=True)
+    credentials = parse_credentials(request.headers.get("authorization"))
+    if credentials is None:
+        raise Unauthorized("Missing credentials: send `Authorization: Key <key id>:<secret>`")
+    key = await run_in_threadpool(svc.store.get_key, credentials[0])
+    if key is None or key.revoked or not hmac.compare_digest(key.secret_sha256, hash_secret(credentials[1])):
+        raise Unauthorized("Invalid or revoked API key")
+    return Caller(key_id=key.key_id, admin=key.admin)

@@ -1,0 +1,113 @@
+"""API keys (fal's `Authorization: Key id:secret`), per-key isolation, and usage in megapixels."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import fal_client
+import pytest
+
+from fluxserve.api.auth import new_key
+from tests.conftest import make_settings, start_live_server
+from tests.fakes import FakeEngine
+
+RUN = "/fal-ai/flux/schnell"
+
+
+@pytest.fixture
+def secured(tmp_path):
+    server = start_live_server(make_settings(tmp_path, auth=True), FakeEngine())
+    keys = {}
+    for name, admin in (("alice", False), ("bob", False), ("ops", True), ("gone", False)):
+        key, credential = new_key(name, admin=admin)
+        server.store.create_key(key)
+        keys[name] = (key.key_id, {"authorization": f"Key {credential}"})
+    server.store.revoke_key(keys["gone"][0])
+    yield server, keys
+    server.stop()
+
+
+def test_requests_without_a_valid_key_get_a_401(secured):
+    server, keys = secured
+    with server.client() as http:
+        for headers in ({}, {"authorization": "Key fsk_nope:wrong"}, keys["gone"][1],
+                        {"authorization": f"Key {keys['alice'][0]}:wrong-secret"}):  # fmt: skip
+            r = http.post(RUN, json={"prompt": "x"}, headers=headers)
+            assert r.status_code == 401 and r.json()["detail"], headers
+        assert http.post("/queue" + RUN, json={"prompt": "x"}).status_code == 401
+        assert http.post("/files/upload", content=b"x").status_code == 401
+        assert http.get("/health").status_code == 200 and http.get("/openapi.json").status_code == 200
+        ok = http.post(RUN, json={"prompt": "x", "image_size": "square"}, headers=keys["alice"][1])
+        assert ok.status_code == 200
+        assert http.get(ok.json()["images"][0]["url"]).status_code == 200, "image URLs stay fetchable"
+
+
+def test_a_key_sees_only_its_own_requests_and_an_admin_sees_all(secured):
+    server, keys = secured
+    with server.client() as http:
+        handle = http.post("/queue" + RUN, json={"prompt": "x", "image_size": "square"},
+                           headers=keys["alice"][1]).json()  # fmt: skip
+        rid = handle["request_id"]
+        for path, method in ((f"/queue/fal-ai/flux/requests/{rid}/status", "GET"),
+                             (f"/queue/fal-ai/flux/requests/{rid}", "GET"),
+                             (f"/queue/fal-ai/flux/requests/{rid}/status/stream", "GET"),
+                             (f"/queue/fal-ai/flux/requests/{rid}/cancel", "PUT")):  # fmt: skip
+            assert http.request(method, path, headers=keys["bob"][1]).status_code == 404, path
+        while http.get(handle["status_url"], headers=keys["alice"][1]).json()["status"] != "COMPLETED":
+            pass
+        assert http.get(handle["response_url"], headers=keys["alice"][1]).status_code == 200
+        assert http.get(handle["response_url"], headers=keys["ops"][1]).status_code == 200
+
+
+def test_fal_client_sends_its_key_as_fal_does(secured, monkeypatch):
+    server, keys = secured
+    monkeypatch.setattr(fal_client.client, "RUN_URL_FORMAT", f"{server.url}/")
+    good = fal_client.SyncClient(key=keys["bob"][1]["authorization"].removeprefix("Key "))
+    assert good.run("fal-ai/flux/schnell", arguments={"prompt": "x", "image_size": "square"})["images"]
+    with pytest.raises(fal_client.FalClientHTTPError) as info:
+        fal_client.SyncClient(key="fsk_nope:nope").run("fal-ai/flux/schnell", arguments={"prompt": "x"})
+    assert info.value.status_code == 401
+
+
+def test_usage_is_counted_per_key_in_megapixels_rounded_up(secured):
+    server, keys = secured
+    with server.client() as http:
+        alice, bob, ops = keys["alice"][1], keys["bob"][1], keys["ops"][1]
+        http.post(RUN, json={"prompt": "a", "image_size": "square_hd", "num_images": 2}, headers=alice)  # 2 x 2 MP
+        http.post(RUN, json={"prompt": "b", "image_size": "square"}, headers=alice)  # 1 MP (0.26, rounded up)
+        http.post(RUN, json={"prompt": "explode"}, headers=alice)  # a server-side failure: not counted
+        http.post(RUN, json={"prompt": "c", "image_size": "landscape_16_9"}, headers=bob)  # 1 MP (0.59)
+        mine = http.get("/usage", headers=alice).json()
+        theirs = http.get("/usage", headers=bob).json()
+        everyone = http.get("/usage", headers=ops).json()
+    assert mine["total_megapixels"] == 5 and {r["key_id"] for r in mine["usage"]} == {keys["alice"][0]}
+    assert mine["usage"][0]["requests"] == 2 and mine["usage"][0]["images"] == 3
+    assert theirs["total_megapixels"] == 1
+    assert everyone["total_megapixels"] == 6
+
+
+def test_keys_and_usage_commands(tmp_path):
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", "fluxserve", *args, "--data-dir", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    created = cli("keys", "create", "--name", "team-a")
+    assert "export FAL_KEY=fsk_" in created
+    key_id = created.split("FAL_KEY=")[1].split(":")[0]
+    assert key_id in cli("keys", "list") and "team-a" in cli("keys", "list")
+    assert f"revoked {key_id}" in cli("keys", "revoke", key_id)
+    assert "revoked" in cli("keys", "list")
+    assert "total megapixels: 0" in cli("usage")
+
+
+def test_auth_defaults_follow_the_bind_address():
+    from fluxserve.cli import build_parser, settings_from_args
+
+    def auth(*argv):
+        return settings_from_args(build_parser({}).parse_args(["serve", *argv])).api.auth
+
+    assert auth() is False and auth("--host", "0.0.0.0") is True
+    assert auth("--host", "0.0.0.0", "--auth", "off") is False and auth("--auth", "on") is True
