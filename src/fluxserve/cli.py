@@ -92,6 +92,7 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
           help="low: fp8 transformer and model offload, so 1024x1024 fits a 24 GB GPU (CUDA only)")  # fmt: skip
     f.add("--auth", default="auto", choices=["auto", "on", "off"],
           help="require API keys (auto: off on a loopback bind, on for any other)")  # fmt: skip
+    f.add("--max-running-per-key", int, 0, help="jobs one API key may have running at once (0: unlimited)")
     f.add("--lease-seconds", float, 30.0, help="a job whose worker stops renewing its lease this long is requeued")
     f.add("--max-attempts", int, 3, help="times a job is started before a dying worker makes it fail")
     f.add("--max-queue-length", int, 10_000, help="queued requests beyond this get a 429")
@@ -152,6 +153,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             db_path=data_dir / "jobs.sqlite3", store_url=args.store, lease_s=args.lease_seconds, max_attempts=args.max_attempts,
             max_queue_length=args.max_queue_length, retention_s=args.retention_hours * 3600,
             max_batch=args.batch_size, batch_window_s=args.batch_window_ms / 1000,
+            max_running_per_key=args.max_running_per_key,
         ),  # fmt: skip
         storage=StorageSettings(
             root=data_dir / "files", s3_url=args.blobs, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
@@ -271,6 +273,7 @@ def run_worker(settings: Settings) -> int:
     config = WorkerConfig(
         worker_id=settings.worker_id, lease_s=settings.queue.lease_s, max_attempts=settings.queue.max_attempts,
         max_batch=settings.queue.max_batch, batch_window_s=settings.queue.batch_window_s,
+        max_per_key=settings.queue.max_running_per_key,
     )  # fmt: skip
     blobs = open_blobs(settings)
     worker = Worker(open_store(settings), blobs, engine, config, images=image_fetcher(settings, blobs))

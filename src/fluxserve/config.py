@@ -49,6 +49,8 @@ class QueueSettings:
     sweep_interval_s: float = 60.0
     # Comment lines on an idle status stream, so proxies and clients do not time it out.
     keepalive_s: float = 15.0
+    # Per-key concurrency limit (0: none); excess requests wait in the queue, never rejected.
+    max_running_per_key: int = 0
     # Cross-request batching in the workers.
     max_batch: int = 4
     batch_window_s: float = 0.01

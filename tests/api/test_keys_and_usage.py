@@ -111,3 +111,20 @@ def test_auth_defaults_follow_the_bind_address():
 
     assert auth() is False and auth("--host", "0.0.0.0") is True
     assert auth("--host", "0.0.0.0", "--auth", "off") is False and auth("--auth", "on") is True
+
+
+def test_one_key_flooding_the_queue_does_not_starve_another(secured):
+    server, keys = secured
+    engine = server.worker.engine
+    engine.gate.clear()
+    with server.client() as http:
+        a = [http.post("/queue" + RUN, json={"prompt": f"a{i}", "image_size": "square"},
+                       headers=keys["alice"][1]).json()["request_id"] for i in range(50)]  # fmt: skip
+        b = http.post("/queue" + RUN, json={"prompt": "b", "image_size": "square"},
+                      headers=keys["bob"][1]).json()["request_id"]  # fmt: skip
+        engine.gate.set()
+        while http.get(f"/queue/fal-ai/flux/requests/{b}", headers=keys["bob"][1]).status_code == 400:
+            pass
+    started = sorted((server.store.get(i) for i in [*a, b] if server.store.get(i).started_at),
+                     key=lambda j: j.started_at)  # fmt: skip
+    assert [j.id for j in started].index(b) <= 2, "B's job starts within the next few jobs"

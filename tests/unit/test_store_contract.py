@@ -343,3 +343,39 @@ def test_usage_counts_completed_jobs_in_megapixels_rounded_up(store, clock):
     assert [r["key_id"] for r in store.usage()] == ["alice", "alice", "bob"]
     assert store.usage("bob")[0]["requests"] == 1, "the failed job is not counted"
 
+
+
+def keyed(store, key_id):
+    job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, key_id=key_id)
+    store.submit(job)
+    return job
+
+
+def test_a_flooding_key_does_not_starve_another(store, clock):
+    flood = [keyed(store, "A") for _ in range(5)]
+    single = keyed(store, "B")
+    order = []
+    for _ in range(3):
+        job = store.claim("w", 10)
+        order.append(job.id)
+        store.complete(job.id, {})
+        clock.advance(1)
+    assert order[:2] == [flood[0].id, single.id], "B's job runs right after the first of A's"
+    assert order[2] == flood[1].id
+
+
+def test_one_key_alone_stays_fifo(store):
+    jobs = [keyed(store, "A") for _ in range(3)]
+    assert [store.claim("w", 10).id for _ in range(3)] == [j.id for j in jobs]
+
+
+def test_a_key_at_its_concurrency_limit_waits(store, clock):
+    a1, a2 = keyed(store, "A"), keyed(store, "A")
+    b1 = keyed(store, "B")
+    assert store.claim("w1", 10, max_per_key=1).id == a1.id
+    clock.advance(1)
+    assert store.claim("w2", 10, max_per_key=1).id == b1.id
+    assert store.claim("w3", 10, max_per_key=1) is None, "A and B are at their limit; a2 waits, not rejected"
+    assert store.get(a2.id).status is JobStatus.QUEUED
+    store.complete(a1.id, {})
+    assert store.claim("w3", 10, max_per_key=1).id == a2.id

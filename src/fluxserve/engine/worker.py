@@ -56,6 +56,8 @@ class WorkerConfig:
     # batch_window_s after the first one is claimed (acceleration=none jobs always run alone).
     max_batch: int = 4
     batch_window_s: float = 0.01
+    # Fair sharing: a key with this many running jobs waits while other keys' jobs run (0: no limit).
+    max_per_key: int = 0
 
 
 class BatchProgress:
@@ -169,7 +171,7 @@ class Worker:
     def run_once(self) -> bool:
         """Claim a job (and compatible ones to batch with it) and process them. False when the queue was empty."""
         self.store.requeue_expired(self.config.max_attempts)
-        job = self.store.claim(self.id, self.config.lease_s)
+        job = self.store.claim(self.id, self.config.lease_s, self.config.max_per_key)
         if job is None:
             return False
         self.process([job, *self.gather(job)])

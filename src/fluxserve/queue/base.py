@@ -25,9 +25,10 @@ class JobStore(Protocol):
     def submit(self, job: Job) -> None:
         """Record a new queued job (and its webhook, if any). Ids are unique across apps."""
 
-    def claim(self, worker_id: str, lease_s: float) -> Job | None:
-        """Atomically move the oldest queued job to running, leased to this worker; count the attempt.
-        Queued jobs past their start deadline are failed first."""
+    def claim(self, worker_id: str, lease_s: float, max_per_key: int = 0) -> Job | None:
+        """Atomically move the next queued job (FIFO; fair across API keys, see fairness.py) to running, leased
+        to this worker; count the attempt. Queued jobs past their start deadline are failed first.
+        max_per_key: a key with that many running jobs waits (0: no limit)."""
 
     def claim_matching(self, worker_id: str, lease_s: float, key: dict[str, Any], limit: int) -> list[Job]:
         """Claim up to `limit` of the oldest queued jobs whose spec fields equal `key` (cross-request

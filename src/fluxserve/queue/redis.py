@@ -29,6 +29,7 @@ from fluxserve.jobs import (
     megapixels,
     usage_day,
 )
+from fluxserve.queue import fairness
 
 DEFAULT_NAMESPACE = "fluxserve:"
 # How far down the queue a batch looks for compatible jobs.
@@ -102,14 +103,21 @@ if ARGV[4] ~= '' then
 end
 return 1
 """,
-    # ARGV: ns, now, lease_until, worker, allowed_running, allowed_failed, deadline_error
+    # ARGV: ns, now, lease_until, worker, allowed_running, allowed_failed, deadline_error, job id ('' = oldest)
     "claim": """
 local ns, now = ARGV[1], ARGV[2]
 expire_deadlines(ns, now, ARGV[6], ARGV[7])
-local ids = redis.call('ZRANGE', ns .. 'queue', 0, 0)
-if #ids == 0 then return false end
-transition(ns, ids[1], 'running', now, ARGV[5], {started_at = now, worker_id = ARGV[4], lease_until = ARGV[3]})
-return ids[1]
+local id = ARGV[8]
+if id == '' then
+  local ids = redis.call('ZRANGE', ns .. 'queue', 0, 0)
+  if #ids == 0 then return false end
+  id = ids[1]
+end
+if transition(ns, id, 'running', now, ARGV[5], {started_at = now, worker_id = ARGV[4], lease_until = ARGV[3]}) == 0
+then return false end
+local key = redis.call('HGET', ns .. 'job:' .. id, 'key_id')
+if key then redis.call('HSET', ns .. 'served', key, now) end
+return id
 """,
     # ARGV: ns, now, lease_until, worker, allowed_running, key(json), limit, scan
     "claim_matching": """
@@ -284,13 +292,38 @@ class RedisJobStore:
         # Submitting the same id twice is a no-op, so a retry after a lost reply is safe.
         self._run("submit", job.id, json.dumps(fields), job.webhook_url or "")
 
-    def claim(self, worker_id: str, lease_s: float) -> Job | None:
+    def claim(self, worker_id: str, lease_s: float, max_per_key: int = 0) -> Job | None:
         now = self._clock()
+        chosen = self._fair_choice(max_per_key)
+        if chosen is None:
+            return None
         job_id = self._run(
             "claim", _num(now), _num(now + lease_s), worker_id, _allowed(JobStatus.RUNNING),
-            _allowed(JobStatus.FAILED), json.dumps(JobError.start_timeout().to_dict()),
+            _allowed(JobStatus.FAILED), json.dumps(JobError.start_timeout().to_dict()), chosen,
         )  # fmt: skip
         return self.get(job_id) if job_id else None
+
+    def _fair_choice(self, max_per_key: int) -> str | None:
+        """'' for plain FIFO (decided in the script), a job id chosen by fairness.pick, or None to wait.
+        The script re-checks that the chosen job is still queued, so racing workers cannot both take it."""
+        ids = self.redis.zrange(f"{self.ns}queue", 0, SCAN_FOR_BATCH - 1)
+        if not ids:
+            return ""
+        keys = self._key_ids(ids)
+        if not max_per_key and len(set(keys)) <= 1:
+            return ""
+        running_ids = self.redis.zrange(f"{self.ns}running", 0, -1)
+        running: dict[str | None, int] = {}
+        for key in self._key_ids(running_ids):
+            running[key] = running.get(key, 0) + 1
+        served = {k: float(v) for k, v in self.redis.hgetall(f"{self.ns}served").items()}
+        return fairness.pick(list(zip(ids, keys)), running, served, max_per_key)
+
+    def _key_ids(self, job_ids: list[str]) -> list[str | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(self._key("job", job_id), "key_id")
+        return pipe.execute()
 
     def claim_matching(self, worker_id: str, lease_s: float, key: dict[str, Any], limit: int) -> list[Job]:
         now = self._clock()

@@ -28,6 +28,7 @@ from fluxserve.jobs import (
     megapixels,
     usage_day,
 )
+from fluxserve.queue import fairness
 from fluxserve.queue.notify import Doorbell, doorbell_folder
 
 SCHEMA = """
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+CREATE INDEX IF NOT EXISTS jobs_key_started ON jobs (key_id, started_at);
 CREATE TABLE IF NOT EXISTS job_logs (
     job_id TEXT NOT NULL,
     ts REAL NOT NULL,
@@ -189,17 +191,28 @@ class SQLiteJobStore:
             if job.webhook_url and inserted.rowcount == 1:
                 db.execute("INSERT INTO webhooks (job_id, url) VALUES (?, ?)", (job.id, job.webhook_url))
 
-    def claim(self, worker_id: str, lease_s: float) -> Job | None:
+    def claim(self, worker_id: str, lease_s: float, max_per_key: int = 0) -> Job | None:
         now = self._clock()
         with self._write() as db:
             self._expire_start_deadlines(now)
-            row = db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
-            if row:
+            candidates = db.execute(
+                "SELECT id, key_id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT ?", (SCAN_FOR_BATCH,)
+            ).fetchall()
+            job_id = fairness.pick(candidates, *self._key_stats(db), max_per_key) if candidates else None
+            if job_id:
                 self._transition_in_tx(
-                    row[0], JobStatus.RUNNING, started_at=now, worker_id=worker_id, lease_until=now + lease_s
+                    job_id, JobStatus.RUNNING, started_at=now, worker_id=worker_id, lease_until=now + lease_s
                 )
-                db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (row[0],))
-        return self.get(row[0]) if row else None
+                db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (job_id,))
+        return self.get(job_id) if job_id else None
+
+    def _key_stats(self, db: sqlite3.Connection) -> tuple[dict, dict]:
+        """Running jobs per key, and when each key last had a job started (for fairness.pick)."""
+        running = dict(db.execute("SELECT key_id, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY key_id"))
+        served = dict(db.execute(
+            "SELECT key_id, MAX(started_at) FROM jobs WHERE started_at IS NOT NULL GROUP BY key_id"
+        ).fetchall())  # fmt: skip
+        return running, served
 
     def claim_matching(self, worker_id: str, lease_s: float, key: dict[str, Any], limit: int) -> list[Job]:
         """Claim up to `limit` of the oldest queued jobs whose spec matches `key` (cross-request batching)."""
