@@ -14,7 +14,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install tiny-model node-deps redis-deps gpu-wheels bench clean
+.PHONY: run test install tiny-model node-deps redis-deps browser-deps gpu-wheels bench clean
 
 # Reinstall only when the pinned dependencies change, so a second `make run` starts in seconds.
 $(STAMP): pyproject.toml
@@ -46,7 +46,11 @@ node-deps: $(JS_DIR)/node_modules/.installed
 redis-deps:
 	scripts/install-redis.sh
 
-test: $(STAMP) node-deps redis-deps
+# Debian's Chromium for the playground test (when missing).
+browser-deps:
+	scripts/install-browser.sh
+
+test: $(STAMP) node-deps redis-deps browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Wheels a bare CUDA machine (PyTorch, Python 3.12, no internet) lacks, for benchmarks/gpu.sh.

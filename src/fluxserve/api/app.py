@@ -10,7 +10,7 @@ import fluxserve
 from fluxserve.api import errors
 from fluxserve.api.changes import ChangeFeed
 from fluxserve.api.deps import Services
-from fluxserve.api.routes import docs, files, metrics, ops, queue, run, storage, usage
+from fluxserve.api.routes import docs, files, metrics, ops, playground, queue, run, storage, usage
 from fluxserve.config import ApiSettings, QueueSettings
 from fluxserve.queue.base import JobStore
 from fluxserve.storage.base import BlobStore
@@ -33,6 +33,7 @@ def create_app(
     errors.install(app)
     metrics.install(app, store)
     docs.install(app)
+    playground.install(app)
     app.include_router(ops.router)
     app.include_router(usage.router)
     app.include_router(storage.router)
