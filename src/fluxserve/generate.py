@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import mimetypes
+import signal
+import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,8 +36,11 @@ def add_generate_parser(sub: Any) -> None:
     p.add_argument("--acceleration", default="none", choices=["none", "regular", "high"])
     p.add_argument("--redux", help="make variations of this image (a local file or a URL)")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for the images")
-    p.add_argument("--server", default=DEFAULT_SERVER)
+    p.add_argument("--server", help=f"a running fluxserve (default {DEFAULT_SERVER}; if nothing answers there, "
+                   "an embedded server is started for this command)")  # fmt: skip
     p.add_argument("--key", help="API key, sent as `Authorization: Key ...`")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="for the embedded server")
+    p.add_argument("--model", type=Path, help="for the embedded server (default: <data-dir>/models/flux-schnell-tiny)")
 
 
 def image_size(value: str) -> Any:
@@ -126,14 +134,64 @@ def save(http: httpx.Client, result: dict[str, Any], request_id: str, out: Path)
     return paths
 
 
+def reachable(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def embedded_server(args: argparse.Namespace, out: TextIO) -> Iterator[str]:
+    """`fluxserve serve` on a free port for the length of one command, stopped (SIGTERM) afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "fluxserve", "serve", "--port", str(port), "--tls-port", "0", "--warmup", "off",
+            "--data-dir", str(args.data_dir)] + (["--model", str(args.model)] if args.model else [])  # fmt: skip
+    print(f"no server at {DEFAULT_SERVER}: starting one (fluxserve serve --port {port})", file=out)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not ready(url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the embedded server exited: {proc.stderr.read()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the embedded server did not become ready in 180 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def run_generate(args: argparse.Namespace, out: TextIO = sys.stderr) -> int:
+    if args.server or reachable(DEFAULT_SERVER):
+        return generate_on(args.server or DEFAULT_SERVER, args, out)
+    try:
+        with embedded_server(args, out) as url:
+            return generate_on(url, args, out)
+    except RuntimeError as exc:
+        print(f"fluxserve generate: {exc}", file=out)
+        return 1
+
+
+def generate_on(server: str, args: argparse.Namespace, out: TextIO) -> int:
     headers = {"authorization": f"Key {args.key}"} if args.key else {}
-    with httpx.Client(base_url=args.server.rstrip("/"), headers=headers, timeout=120) as http:
+    with httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=120) as http:
         try:
             app, body = request_body(args, http)
             submitted = http.post(f"/queue/{app}", json=body)
         except (httpx.HTTPError, OSError) as exc:
-            print(f"fluxserve generate: cannot reach {args.server}: {exc}", file=out)
+            print(f"fluxserve generate: cannot reach {server}: {exc}", file=out)
             return 1
         if submitted.status_code != 200:
             print(f"fluxserve generate: {error_line(submitted)}", file=out)

@@ -64,3 +64,17 @@ def test_ctrl_c_cancels_the_job_on_the_server(fake_server, fake_engine, tmp_path
         fake_engine.gate.set()
     assert proc.returncode == 130 and f"cancelled {jobs[0][0]}" in err
     assert fake_server.store.get(jobs[0][0]).status.value == "cancelled"
+
+
+def test_without_a_server_an_embedded_one_is_started(tiny_model_dir, tmp_path, monkeypatch):
+    import fluxserve.generate as gen
+
+    monkeypatch.setattr(gen, "DEFAULT_SERVER", "http://127.0.0.1:9")  # nothing answers there
+    args = build_parser({}).parse_args(["generate", "a cat", "--size", "64x64", "--seed", "2", "--data-dir",
+                                        str(tmp_path / "data"), "--model", str(tiny_model_dir),
+                                        "--out", str(tmp_path / "out")])  # fmt: skip
+    err = io.StringIO()
+    assert run_generate(args, out=err) == 0, err.getvalue()
+    assert "starting one (fluxserve serve" in err.getvalue()
+    (saved,) = (tmp_path / "out").iterdir()
+    assert saved.name.endswith("-seed2.jpg")
