@@ -51,12 +51,29 @@ class Flags:
 
 def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
     f = Flags(parser, env)
+    add_api_flags(f)
+    add_model_flags(f)
+    add_scale_out_flags(f)
+    add_speed_flags(f)
+    add_queue_flags(f)
+    add_url_flags(parser, f, env)
+
+
+def add_api_flags(f: Flags) -> None:
     f.add("--host", default="127.0.0.1")
     f.add("--port", int, 8000)
     f.add("--tls-port", int, 8443, help="HTTPS port for fal_client (0 turns HTTPS off)")
     f.add("--tls-cert", Path)
     f.add("--tls-key", Path)
     f.add("--data-dir", Path, Path("data"))
+    f.add("--public-url", help="absolute base URL for image and queue URLs "
+          "(default: the URL each request came in on)")  # fmt: skip
+    f.add("--max-pixels", int, DEFAULT_MAX_PIXELS, help="largest width*height per image; larger requests get a 422")
+    f.add("--auth", default="auto", choices=["auto", "on", "off"],
+          help="require API keys (auto: off on a loopback bind, on for any other)")  # fmt: skip
+
+
+def add_model_flags(f: Flags) -> None:
     f.add("--model", Path, help="diffusers folder in the FLUX.1-schnell layout "
           "(default: <data-dir>/models/flux-schnell-tiny)")  # fmt: skip
     f.add("--model-base", Path, help="with --model FILE.safetensors: the diffusers folder for the other components")
@@ -65,9 +82,9 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     f.add("--redux-model", Path, help="FluxPriorReduxPipeline folder (the FLUX.1-Redux-dev layout) for Redux")
     f.add("--safety-checker", help="folder of a StableDiffusionSafetyChecker (default: next to the model); "
           "'none' disables it")  # fmt: skip
-    f.add("--public-url", help="absolute base URL for image and queue URLs "
-          "(default: the URL each request came in on)")  # fmt: skip
-    f.add("--max-pixels", int, DEFAULT_MAX_PIXELS, help="largest width*height per image; larger requests get a 422")
+
+
+def add_scale_out_flags(f: Flags) -> None:
     f.add("--workers", int, 1, help="worker processes `serve` starts (one per GPU)")
     f.add("--worker-id", help="this worker's name in leases and logs (default: host-pid)")
     f.add("--store", help="redis://HOST:PORT/DB: a job store shared by many API nodes and workers "
@@ -78,6 +95,9 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     f.add("--s3-region")
     f.add("--s3-public-url", help="public base URL of the bucket (or its CDN); without it image URLs are presigned")
     f.add("--s3-presign-seconds", int, 7 * 24 * 3600)
+
+
+def add_speed_flags(f: Flags) -> None:
     f.add("--batch-size", int, 4, help="compatible jobs a worker runs in one pipeline call (acceleration != none)")
     f.add("--batch-window-ms", float, 10.0, help="how long a worker waits to fill a batch")
     f.add("--text-cache", int, 64, help="text embeddings kept for repeated prompts")
@@ -90,8 +110,9 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     f.add("--warmup-batches", default="1", help="comma-separated batch sizes to warm up")
     f.add("--memory", default="normal", choices=["normal", "low"],
           help="low: fp8 transformer and model offload, so 1024x1024 fits a 24 GB GPU (CUDA only)")  # fmt: skip
-    f.add("--auth", default="auto", choices=["auto", "on", "off"],
-          help="require API keys (auto: off on a loopback bind, on for any other)")  # fmt: skip
+
+
+def add_queue_flags(f: Flags) -> None:
     f.add("--max-running-per-key", int, 0, help="jobs one API key may have running at once (0: unlimited)")
     f.add("--lease-seconds", float, 30.0, help="a job whose worker stops renewing its lease this long is requeued")
     f.add("--max-attempts", int, 3, help="times a job is started before a dying worker makes it fail")
@@ -99,6 +120,9 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     f.add("--retention-hours", float, 7 * 24.0, help="how long results and their files are kept")
     f.add("--webhook-attempts", int, 10, help="tries per webhook (fal: 10 over about 2 hours)")
     f.add("--webhook-first-delay", float, 15.0, help="seconds before the first retry; doubles each time")
+
+
+def add_url_flags(parser: argparse.ArgumentParser, f: Flags, env: Mapping[str, str]) -> None:
     parser.add_argument(
         "--allow-private-urls", action="store_true",
         default=env.get("FLUXSERVE_ALLOW_PRIVATE_URLS", "").lower() in ("1", "true", "yes"),
