@@ -56,6 +56,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listen at once: connections made after the banner is printed wait in the backlog instead of being refused
+    # while the event loop is still starting.
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
