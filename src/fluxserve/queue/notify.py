@@ -32,10 +32,8 @@ class Doorbell:
             names = os.listdir(self.folder)
         except FileNotFoundError:
             return
-        for name in names:
+        for name in names:  # this process's own listener too: a change made here wakes waiters here
             path = self.folder / name
-            if path == self._path:
-                continue
             try:
                 self._sender.sendto(b".", str(path))
             except (BlockingIOError, OSError) as exc:
