@@ -135,6 +135,7 @@ class SQLiteJobStore:
         """One write transaction: taken up front (IMMEDIATE) so concurrent processes queue, never deadlock.
         Every committed change rings the doorbell: waiters elsewhere re-read instead of polling blindly."""
         with self._lock:
+            before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -142,7 +143,9 @@ class SQLiteJobStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-        self._doorbell.ring()
+            changed = self._db.total_changes != before
+        if changed:  # an idle claim or an empty requeue sweep wakes nobody
+            self._doorbell.ring()
 
     def wait_for_change(self, timeout_s: float) -> bool:
         """Block until some process changes the store, or timeout_s passes."""
@@ -244,6 +247,9 @@ class SQLiteJobStore:
     def requeue_expired(self, max_attempts: int = 3) -> list[str]:
         """Running jobs whose worker stopped renewing go back to the queue, or fail after max_attempts."""
         now = self._clock()
+        # Looked at before every claim: a read first, so the common case (nothing expired) takes no write lock.
+        if not self._read("SELECT 1 FROM jobs WHERE status = 'running' AND lease_until < ? LIMIT 1", (now,)):
+            return []
         with self._write() as db:
             rows = db.execute(
                 "SELECT id, attempts FROM jobs WHERE status = 'running' AND lease_until < ?", (now,)
