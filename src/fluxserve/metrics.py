@@ -95,7 +95,7 @@ class StoreCollector:
         self.store = store
 
     def collect(self) -> Any:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import GaugeMetricFamily
 
         queue = self.store.queue_stats()
         yield GaugeMetricFamily("fluxserve_queue_depth", "Requests waiting in the queue", value=queue["depth"])

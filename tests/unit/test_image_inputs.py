@@ -99,6 +99,6 @@ def test_a_dns_answer_that_changes_after_the_check_is_never_used():
             raise ConnectionRefusedError("recorded, not connected")
 
     backend = GuardedBackend(UrlPolicy(), resolver=lambda host, port: next(answers), backend=Recorder())
-    with pytest.raises(Exception):
+    with pytest.raises(OSError):
         backend.connect_tcp("rebind.example", 80)
     assert connected == ["93.184.216.34"], "connected to the checked address, not a second lookup"

@@ -5,7 +5,6 @@ Shared by the synchronous route and the queue routes, so both speak exactly the 
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from typing import Any
 
