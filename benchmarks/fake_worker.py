@@ -31,7 +31,7 @@ def main() -> None:
     _, rest = argparse.ArgumentParser().parse_known_args()
     settings = settings_from_args(build_parser({}).parse_args(["worker", *rest]))
     worker = Worker(open_store(settings), open_blobs(settings), InstantEngine(),
-                    WorkerConfig(worker_id=settings.worker_id, idle_sleep_s=0.002))  # fmt: skip
+                    WorkerConfig.from_settings(settings, idle_sleep_s=0.002))  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     print(f"worker {settings.worker_id} ready", flush=True)
     worker.run_forever()

@@ -85,7 +85,7 @@ def start_live_server(settings: Settings, engine: Any) -> LiveServer:
     from fluxserve.server import ApiServer, image_fetcher, open_blobs, open_store
 
     api = ApiServer(settings)
-    config = WorkerConfig(worker_id="test-worker", lease_s=settings.queue.lease_s, idle_sleep_s=0.005)
+    config = WorkerConfig.from_settings(settings, worker_id="test-worker", idle_sleep_s=0.005)
     blobs = open_blobs(settings)
     worker = Worker(open_store(settings), blobs, engine, config, images=image_fetcher(settings, blobs))
     threads = [

@@ -294,11 +294,7 @@ def run_worker(settings: Settings) -> int:
     # Compiled kernels are cached beside the data, so a restarted worker reuses them instead of compiling again.
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((settings.data_dir / "compile-cache").resolve()))
     engine = FluxEngine.load(settings.engine)
-    config = WorkerConfig(
-        worker_id=settings.worker_id, lease_s=settings.queue.lease_s, max_attempts=settings.queue.max_attempts,
-        max_batch=settings.queue.max_batch, batch_window_s=settings.queue.batch_window_s,
-        max_per_key=settings.queue.max_running_per_key,
-    )  # fmt: skip
+    config = WorkerConfig.from_settings(settings)
     blobs = open_blobs(settings)
     worker = Worker(open_store(settings), blobs, engine, config, images=image_fetcher(settings, blobs))
     for sig in (signal.SIGINT, signal.SIGTERM):

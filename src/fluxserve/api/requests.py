@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Optional
 from urllib.parse import urlsplit
 
+from fastapi import Header
+
 from fluxserve.errors import InputError
+
+
+def start_deadline(
+    x_fal_request_timeout: Optional[str] = Header(default=None),
+    x_fal_request_start_timeout: Optional[str] = Header(default=None),
+) -> float | None:
+    """A dependency for every route that creates a job: the newer header wins when both are sent."""
+    return start_timeout(x_fal_request_start_timeout or x_fal_request_timeout)
 
 
 def start_timeout(header: str | None) -> float | None:

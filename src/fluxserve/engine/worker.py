@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from fluxserve.config import Settings
 from fluxserve.engine.encode import CONTENT_TYPES, EXTENSIONS, data_uri, encode
 from fluxserve.errors import JobCancelled
 from fluxserve.image_inputs import ImageFetcher, ImageInputError
@@ -58,6 +59,14 @@ class WorkerConfig:
     batch_window_s: float = 0.01
     # Fair sharing: a key with this many running jobs waits while other keys' jobs run (0: no limit).
     max_per_key: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> WorkerConfig:
+        queue = settings.queue
+        fields = dict(worker_id=settings.worker_id, lease_s=queue.lease_s, max_attempts=queue.max_attempts,
+                      max_batch=queue.max_batch, batch_window_s=queue.batch_window_s,
+                      max_per_key=queue.max_running_per_key)  # fmt: skip
+        return cls(**{**fields, **overrides})
 
 
 class BatchProgress:

@@ -12,14 +12,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api import jobs
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
-from fluxserve.api.requests import start_timeout, webhook_target
+from fluxserve.api.requests import start_deadline, webhook_target
 from fluxserve.api.auth import Caller, caller
 from fluxserve.jobs import Job, JobStatus
 
@@ -34,8 +34,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         request: Request,
         fal_webhook: Optional[str] = Query(default=None, description="URL to POST the result to when done"),
         fal_max_queue_length: Optional[int] = Query(default=None, ge=0),
-        x_fal_request_timeout: Optional[str] = Header(default=None),
-        x_fal_request_start_timeout: Optional[str] = Header(default=None),
+        deadline: Optional[float] = Depends(start_deadline),
         svc: Services = Depends(services),
         who: Caller = Depends(caller),
     ) -> JSONResponse:
@@ -46,7 +45,6 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         if await run_in_threadpool(svc.store.count_queued) >= limit:
             detail = f"Queue is full ({limit} requests waiting); try again later"
             return JSONResponse({"detail": detail, "error_type": "queue_full"}, status_code=429)
-        deadline = start_timeout(x_fal_request_start_timeout or x_fal_request_timeout)
         job = await jobs.submit(svc, endpoint.app_id, spec, deadline, webhook_target(fal_webhook), who.key_id)
         position = await run_in_threadpool(svc.store.queue_position, job.id)
         payload = {

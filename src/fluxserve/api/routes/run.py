@@ -7,14 +7,14 @@ It is the queue path with a wait: submit a job, wait for its terminal state, ans
 
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from fluxserve.api import jobs
 from fluxserve.api.auth import Caller, caller
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
-from fluxserve.api.requests import start_timeout
+from fluxserve.api.requests import start_deadline
 from fluxserve.api.schemas import Output
 
 
@@ -24,14 +24,12 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
     async def run(
         body: input_model,  # type: ignore[valid-type]
         request: Request,
-        x_fal_request_timeout: Optional[str] = Header(default=None),
-        x_fal_request_start_timeout: Optional[str] = Header(default=None),
+        deadline: Optional[float] = Depends(start_deadline),
         svc: Services = Depends(services),
         who: Caller = Depends(caller),
     ) -> JSONResponse:
         endpoint.ensure_available(svc.api)
         spec = endpoint.to_spec(body, base_url(request, svc), svc.api.max_pixels)
-        deadline = start_timeout(x_fal_request_start_timeout or x_fal_request_timeout)
         job = await jobs.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id)
         job = await jobs.wait_for_terminal(svc, job.id)
         await jobs.forget_if_sync_mode(svc, job)
