@@ -53,12 +53,17 @@ browser-deps:
 test: $(STAMP) node-deps redis-deps browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Wheels a bare CUDA machine (PyTorch, Python 3.12, no internet) lacks, for benchmarks/gpu.sh.
-GPU_WHEELS := diffusers==0.42.1 transformers==5.24.0 huggingface_hub==2.4.0 tokenizers==0.23.3 torchao==0.18.0
+# Wheels a bare CUDA machine (PyTorch, Python 3.12, no internet) lacks, for benchmarks/gpu.sh. Not
+# huggingface_hub: 2.x imports httpx2, which that machine lacks, and its own 1.33 (like its tokenizers 0.23.2)
+# meets these wheels' requirements; tests/unit/test_gpu_wheels.py checks them against
+# benchmarks/gpu_machine.txt.
+# .whl/ is emptied first: gpu.sh installs every wheel in it, and a stale second version stops the install.
+GPU_WHEELS := diffusers==0.42.1 transformers==5.24.0 torchao==0.18.0
 gpu-wheels: $(STAMP)
+	rm -rf .whl
 	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-		--platform any -d .whl $(GPU_WHEELS)
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl $(GPU_WHEELS)
 
 # The CPU engine benchmark on the tiny model (the GPU one: benchmarks/gpu.sh).
 bench: $(STAMP) $(TINY_STAMP)

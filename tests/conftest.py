@@ -80,6 +80,14 @@ class LiveServer:
             assert not thread.is_alive(), f"{thread.name} did not stop"
 
 
+def wait_ready(http: httpx.Client) -> None:
+    """Until a worker's first report reaches the store (the server answers before the worker thread runs)."""
+    deadline = time.monotonic() + 10
+    while http.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline, "the worker never reported ready"
+        time.sleep(0.01)
+
+
 def start_live_server(settings: Settings, engine: Any) -> LiveServer:
     from fluxserve.engine.worker import Worker, WorkerConfig
     from fluxserve.server import ApiServer, image_fetcher, open_blobs, open_store

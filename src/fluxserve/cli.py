@@ -21,15 +21,26 @@ from typing import Any
 from fluxserve.config import (
     DEFAULT_MAX_PIXELS,
     TINY_MODEL_SUBDIR,
+    AccelSettings,
     ApiSettings,
     EngineSettings,
     QueueSettings,
     Settings,
     StorageSettings,
     UrlSettings,
+    WarmupSettings,
     WebhookSettings,
 )
 from fluxserve.errors import ModelLoadError
+from fluxserve.gpus import (
+    Gpu,
+    GpuPlanError,
+    gpu_list,
+    pin_this_process,
+    plan_workers,
+    visible_gpus,
+    worker_count,
+)
 from fluxserve.supervisor import CONFIG_ERROR
 
 log = logging.getLogger("fluxserve")
@@ -85,8 +96,15 @@ def add_model_flags(f: Flags) -> None:
 
 
 def add_scale_out_flags(f: Flags) -> None:
-    f.add("--workers", int, 1, help="worker processes `serve` starts (one per GPU)")
-    f.add("--worker-id", help="this worker's name in leases and logs (default: host-pid)")
+    f.add("--workers", worker_count, "auto",
+          help="worker processes `serve` starts, each on its own GPU: auto = one per visible GPU "
+          "(CUDA_VISIBLE_DEVICES, else nvidia-smi) or one without a GPU; N = the first N GPUs "
+          "(more workers than GPUs only on the CPU)")  # fmt: skip
+    f.add("--gpus", gpu_list, help="`serve`: one worker on each of these GPUs, e.g. 0,2,3 (nvidia-smi "
+          "indices or UUIDs), for a node shared with other work (default: every visible GPU)")  # fmt: skip
+    f.add("--gpu", help="the GPU this worker runs on: it sees only that one (serve sets it for each worker)")
+    f.add("--worker-id", help="this worker's name in leases and logs (default: host-gpuN with --gpu, "
+          "else host-pid)")  # fmt: skip
     f.add("--store", help="redis://HOST:PORT/DB: a job store shared by many API nodes and workers "
           "(default: SQLite in <data-dir>)")  # fmt: skip
     f.add("--blobs", help="s3://BUCKET/PREFIX: images and uploads in an S3-compatible bucket shared by all nodes "
@@ -101,12 +119,26 @@ def add_speed_flags(f: Flags) -> None:
     f.add("--batch-size", int, 4, help="compatible jobs a worker runs in one pipeline call (acceleration != none)")
     f.add("--batch-window-ms", float, 10.0, help="how long a worker waits to fill a batch")
     f.add("--text-cache", int, 64, help="text embeddings kept for repeated prompts")
-    f.add("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile for regular/high (auto: CUDA)")
-    f.add("--fp8", default="auto", choices=["auto", "on", "off"], help="fp8 transformer for high (auto: CUDA 8.9+)")
-    f.add("--disable-accel", help="comma-separated optimisations to switch off (fused_qkv,channels_last_vae,compile,fp8)")
+    from fluxserve.engine.attention import BACKENDS  # imports nothing heavy
+
+    accel = AccelSettings()
+    f.add("--compile", default=accel.compile, choices=["auto", "on", "off"],
+          help="regional torch.compile for regular/high (auto: on CUDA)")  # fmt: skip
+    f.add("--compile-mode", default=accel.compile_mode,
+          help="torch.compile mode (default, max-autotune-no-cudagraphs, ...)")  # fmt: skip
+    f.add("--fp8", default=accel.fp8, choices=["auto", "on", "off"], help="fp8 transformer for high (auto: CUDA 8.9+)")
+    f.add("--fp8-granularity", default=accel.fp8_granularity, choices=["row", "tensor"],
+          help="fp8 activation scales per token row (batch-invariant) or per tensor")  # fmt: skip
+    f.add("--attention", default=accel.attention, choices=["auto", "default", *BACKENDS],
+          help="SDPA backend for regular/high (auto: the faster of cudnn and flash, measured at load on CUDA)")
+    f.add("--cuda-graphs", default=accel.cuda_graphs, choices=["auto", "off"],
+          help="replay the transformer as one CUDA graph per shape at regular/high, where bit-identical")
+    f.add("--disable-accel", help="comma-separated optimisations to switch off "
+          "(fused_qkv,channels_last_vae,attention,fp8,compile,cuda_graphs)")  # fmt: skip
     f.add("--warmup", default="presets", choices=["presets", "off"],
           help="run the six size presets once at start, so no request pays a first-call compile")  # fmt: skip
-    f.add("--warmup-levels", default="none", help="comma-separated acceleration levels to warm up")
+    f.add("--warmup-levels", default="auto",
+          help="comma-separated acceleration levels to warm up (auto: those that compile here: regular,high on CUDA)")
     f.add("--warmup-batches", default="1", help="comma-separated batch sizes to warm up")
     f.add("--memory", default="normal", choices=["normal", "low"],
           help="low: fp8 transformer and model offload, so 1024x1024 fits a 24 GB GPU (CUDA only)")  # fmt: skip
@@ -192,18 +224,19 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             safety_disabled=safety == "none",
             redux_model_path=args.redux_model,
             text_cache_size=args.text_cache,
-            warmup=warmup_shapes(args),
+            warmup=warmup_settings(args),
             memory=args.memory,
-            accel_disabled=accel_disabled(args),
-            compile=args.compile,
-            fp8=args.fp8,
+            accel=accel_settings(args),
         ),
         webhooks=WebhookSettings(max_attempts=args.webhook_attempts, first_delay_s=args.webhook_first_delay),
         urls=UrlSettings(
             allow_private=args.allow_private_urls, allowed_networks=tuple(args.allow_network or ()),
             max_bytes=args.fetch_max_bytes, total_timeout_s=args.fetch_timeout, max_redirects=args.fetch_max_redirects,
         ),  # fmt: skip
-        worker_id=args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
+        worker_id=args.worker_id
+        or f"{socket.gethostname()}-{Gpu(args.gpu).label if args.gpu else os.getpid()}",
+        gpu=args.gpu,
+        gpus=args.gpus or (),
     )
 
 
@@ -214,25 +247,21 @@ def auth_required(args: argparse.Namespace) -> bool:
     return args.host not in ("127.0.0.1", "localhost", "::1")
 
 
-def warmup_shapes(args: argparse.Namespace) -> tuple[tuple[int, int, str, int], ...]:
+def warmup_settings(args: argparse.Namespace) -> WarmupSettings:
     from fluxserve.sizing import PRESETS
 
     if args.warmup == "off":
-        return ()
-    levels = [v.strip() for v in args.warmup_levels.split(",") if v.strip()]
-    batches = [int(v) for v in args.warmup_batches.split(",") if v.strip()]
-    return tuple((w, h, level, batch) for (w, h) in PRESETS.values() for level in levels for batch in batches)
+        return WarmupSettings()
+    levels = None if args.warmup_levels == "auto" else tuple(v.strip() for v in args.warmup_levels.split(",") if v.strip())
+    batches = tuple(int(v) for v in args.warmup_batches.split(",") if v.strip())
+    return WarmupSettings(sizes=tuple(PRESETS.values()), levels=levels, batches=batches)
 
 
-def accel_disabled(args: argparse.Namespace) -> frozenset[str]:
+def accel_settings(args: argparse.Namespace) -> AccelSettings:
     names = {n.strip() for n in (args.disable_accel or "").split(",") if n.strip()}
-    if args.compile == "off":
-        names.add("compile")
-    if args.fp8 == "off":
-        names.add("fp8")
-    if args.memory == "low":  # offload hooks and per-level module swaps do not mix: one fp8 model serves all
-        names |= {"compile", "fp8"}
-    return frozenset(names)
+    return AccelSettings(disabled=frozenset(names), compile=args.compile, fp8=args.fp8, cuda_graphs=args.cuda_graphs,
+                         compile_mode=args.compile_mode, fp8_granularity=args.fp8_granularity,
+                         attention=args.attention)  # fmt: skip
 
 
 def banner(server: Any, settings: Settings) -> str:
@@ -293,6 +322,8 @@ def run_worker(settings: Settings) -> int:
 
     # Compiled kernels are cached beside the data, so a restarted worker reuses them instead of compiling again.
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((settings.data_dir / "compile-cache").resolve()))
+    if settings.gpu is not None:
+        pin_this_process(os.environ, settings.gpu)  # `cuda` is then this GPU alone
     engine = FluxEngine.load(settings.engine)
     config = WorkerConfig.from_settings(settings)
     blobs = open_blobs(settings)
@@ -307,18 +338,20 @@ def run_worker(settings: Settings) -> int:
     return 0
 
 
-def run_supervised(settings: Settings, argv: list[str], workers: int) -> int:
-    from fluxserve.supervisor import Child, Supervisor
+def run_supervised(settings: Settings, argv: list[str], workers: str | int) -> int:
+    from fluxserve.supervisor import Child, Supervisor, worker_children
 
     check_model(settings)
+    found = [] if settings.engine.device == "cpu" else visible_gpus(os.environ)
+    try:
+        slots = plan_workers(workers, settings.gpus, found, settings.engine.device)
+    except GpuPlanError as exc:
+        print(f"fluxserve: cannot start: {exc}", file=sys.stderr)
+        return CONFIG_ERROR
     base = [sys.executable, "-m", "fluxserve"]
     flags = argv[argv.index("serve") + 1 :]
-    host = socket.gethostname()
     children = [Child("api", [*base, "api", *flags])]
-    children += [
-        Child(f"worker-{i}", [*base, "worker", *flags, "--worker-id", f"{host}-worker-{i}"])
-        for i in range(workers)
-    ]
+    children += worker_children([*base, "worker", *flags], socket.gethostname(), slots, os.environ)
     return Supervisor(children).run()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_MAX_PIXELS = 2048 * 2048
 TINY_MODEL_SUBDIR = Path("models") / "flux-schnell-tiny"
@@ -92,6 +93,39 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class AccelSettings:
+    """How the accelerated levels are built (engine/accel.py, engine/switches.py). One default per value: the CLI
+    flags take theirs from here."""
+
+    # Optimisations switched off by the operator, by name (e.g. {"compile"}).
+    disabled: frozenset[str] = frozenset()
+    # "auto": on CUDA only; "on" forces (tests, CPU experiments); "off".
+    compile: str = "auto"
+    fp8: str = "auto"
+    cuda_graphs: str = "auto"
+    # torch.compile's mode and backend. "default" with regional compilation compiles in seconds and runs within a
+    # few percent of max-autotune; the backend is a name or a callable (tests use a CPU backend such as aot_eager).
+    compile_mode: str = "default"
+    compile_backend: Any = "inductor"
+    # Per-row scales: each token row gets its own quantisation grid, so a batchmate never changes your result.
+    fp8_granularity: str = "row"
+    # "auto": on CUDA, the faster of cuDNN and flash SDPA at the model's shape; "default": PyTorch's own choice;
+    # or a backend by name (cudnn, flash, efficient, math).
+    attention: str = "auto"
+
+
+@dataclass(frozen=True)
+class WarmupSettings:
+    """Shapes run once at worker start, so no request pays a first-call compile."""
+
+    # (width, height) pairs; empty: no warm-up.
+    sizes: tuple[tuple[int, int], ...] = ()
+    # None: the levels that compile on this device (regular and high on CUDA; none elsewhere, where nothing compiles).
+    levels: tuple[str, ...] | None = None
+    batches: tuple[int, ...] = (1,)
+
+
+@dataclass(frozen=True)
 class EngineSettings:
     # A diffusers folder, or a single .safetensors transformer file (then model_base gives the rest).
     model_path: Path
@@ -105,14 +139,10 @@ class EngineSettings:
 
     # Repeated prompts reuse their text embeddings; entries are ~2 MB each on a real model.
     text_cache_size: int = 64
-    # Acceleration: optimisations switched off by name; "auto" compiles and uses fp8 on CUDA only.
-    accel_disabled: frozenset[str] = frozenset()
-    compile: str = "auto"
-    fp8: str = "auto"
-    # "low": fit a 24 GB GPU (fp8 transformer for every level, idle components offloaded to CPU memory).
+    accel: AccelSettings = field(default_factory=AccelSettings)
+    # "low": fit a 24 GB GPU (fp8 weights for every level, components moved to the GPU only while they run).
     memory: str = "normal"
-    # Shapes run once at start so no request pays a first-call compile: (width, height, level, batch size).
-    warmup: tuple[tuple[int, int, str, int], ...] = ()
+    warmup: WarmupSettings = field(default_factory=WarmupSettings)
     # A FluxPriorReduxPipeline folder (the FLUX.1-Redux-dev layout); None: no Redux endpoint.
     redux_model_path: Path | None = None
 
@@ -127,6 +157,10 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     urls: UrlSettings = field(default_factory=UrlSettings)
     worker_id: str = "worker-0"
+    # The GPU this worker runs on (an index as nvidia-smi numbers it, or a UUID); None: not pinned to one.
+    gpu: str | None = None
+    # `serve`: the GPUs to start one worker on each; empty: every visible GPU.
+    gpus: tuple[str, ...] = ()
 
     @property
     def webhook_key_path(self) -> Path:

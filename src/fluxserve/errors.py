@@ -40,3 +40,11 @@ class GenerationError(FluxserveError):
 
 class JobCancelled(FluxserveError):
     """The job was cancelled (or taken from this worker) while it ran; raised between denoising steps."""
+
+
+# Errors after which the device (and so the process using it) cannot be trusted with another job.
+DEVICE_FATAL_MARKERS = ("CUDA error", "device-side assert", "CUBLAS_STATUS", "cuDNN error", "NCCL error")
+
+
+def is_device_fatal(exc: BaseException) -> bool:
+    return any(marker in str(exc) for marker in DEVICE_FATAL_MARKERS)

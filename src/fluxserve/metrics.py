@@ -1,7 +1,8 @@
 """Every Prometheus metric fluxserve exposes, in one place.
 
 Workers keep their own counts (jobs, images, megapixels, batch sizes, stage and latency histograms, GPU memory)
-in a WorkerStats and report a snapshot through the job store with their heartbeat; the API's /metrics turns the
+in a WorkerStats and report a snapshot through the job store with their heartbeat, together with what they run
+(their GPU, device, and the switches each acceleration level runs with); the API's /metrics and /ready turn the
 snapshots of the live workers into metric families labelled by worker. So worker metrics reach /metrics through
 SQLite or Redis alike, with no extra port on the workers.
 """
@@ -16,7 +17,7 @@ from typing import Any
 # Histogram buckets (seconds) for job latency and stages; batch sizes get their own.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16)
-STAGES = ("text_encode", "image_encode", "denoise", "decode", "safety")
+STAGES = ("text_encode", "image_encode", "denoise", "vae_decode", "to_image", "safety")
 
 
 class Histogram:
@@ -41,6 +42,8 @@ class WorkerStats:
         self.megapixels = 0
         self.busy = 0
         self.gpu_memory_bytes: float | None = None
+        # What the worker runs: {"gpu", "device", "levels", "skipped", ...}, set by the worker (see worker_info).
+        self.info: dict[str, Any] = {}
         self.batch_sizes = Histogram(BATCH_BUCKETS)
         self.queue_wait = Histogram(LATENCY_BUCKETS)
         self.total = Histogram(LATENCY_BUCKETS)
@@ -70,8 +73,15 @@ class WorkerStats:
                 "jobs": dict(self.jobs), "images": self.images, "megapixels": self.megapixels, "busy": self.busy,
                 "gpu_memory_bytes": self.gpu_memory_bytes, "batch_sizes": self.batch_sizes.snapshot(),
                 "queue_wait": self.queue_wait.snapshot(), "total": self.total.snapshot(),
-                "stages": {stage: h.snapshot() for stage, h in self.stages.items()},
+                "stages": {stage: h.snapshot() for stage, h in self.stages.items()}, "info": dict(self.info),
             }  # fmt: skip
+
+
+def worker_info(report: dict[str, Any]) -> dict[str, Any]:
+    """What a worker's report says it runs (whatever its engine adds passes through); a worker that does not
+    say (an older one) gets empty fields."""
+    info = (report.get("stats") or {}).get("info") or {}
+    return {"gpu": None, "device": None, "levels": {}, "skipped": {}, **info}
 
 
 def histogram_family(name: str, doc: str, labels: list[str]) -> Any:
@@ -121,7 +131,16 @@ class StoreCollector:
         wait = histogram_family("fluxserve_queue_wait_seconds", "Submit to start of work", ["worker"])
         total = histogram_family("fluxserve_job_seconds", "Submit to end", ["worker"])
         stage = histogram_family("fluxserve_stage_seconds", "Time per stage of a batch", ["worker", "stage"])
+        about = GaugeMetricFamily("fluxserve_worker_info", "1 per live worker, labelled with its GPU and device",
+                                  labels=["worker", "gpu", "device"])  # fmt: skip
+        switches = GaugeMetricFamily("fluxserve_acceleration", "1 per switch an acceleration level runs with",
+                                     labels=["worker", "level", "switch"])  # fmt: skip
         for worker, report in reports.items():
+            info = worker_info(report)
+            about.add_metric([worker, info["gpu"] or "", info["device"] or ""], 1)
+            for level, names in info["levels"].items():
+                for name in names:
+                    switches.add_metric([worker, level, name], 1)
             stats = report.get("stats") or {}
             if not stats:
                 continue
@@ -137,7 +156,7 @@ class StoreCollector:
             add_histogram(total, [worker], stats["total"])
             for name, snap in stats["stages"].items():
                 add_histogram(stage, [worker, name], snap)
-        yield from (jobs, images, megapixels, busy, memory, batch, wait, total, stage)
+        yield from (jobs, images, megapixels, busy, memory, batch, wait, total, stage, about, switches)
 
 
 def http_metrics(registry: Any) -> tuple[Any, Any]:

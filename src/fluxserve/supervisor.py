@@ -3,6 +3,7 @@
 A child that dies is restarted (its job, if any, comes back through its expired lease). A child that exits
 with CONFIG_ERROR (bad model folder, port in use...) would only fail again, so everything stops instead.
 SIGTERM/SIGINT are passed on: the API stops accepting, each worker finishes its current job, then all exit.
+Each worker on a GPU node sees only its own GPU (CUDA_VISIBLE_DEVICES in its environment).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import logging
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
+
+from fluxserve.gpus import WorkerSlot, pinned_env
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +29,32 @@ STOP_TIMEOUT_S = 120.0
 class Child:
     name: str
     argv: list[str]
+    # The child's whole environment; None: the supervisor's own.
+    env: dict[str, str] | None = None
     process: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv)
+        self.process = subprocess.Popen(self.argv, env=self.env)
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.process.pid)
+
+
+def worker_children(
+    command: list[str], host: str, slots: list[WorkerSlot], env: Mapping[str, str]
+) -> list[Child]:
+    """One worker process per slot, named <host>-gpu<N> (<host>-worker-<i> on the CPU); a pinned one sees only
+    its GPU and is told which it is (--gpu), so its name, logs, /ready and /metrics can say so."""
+    children = []
+    for slot in slots:
+        worker_id = f"{host}-{slot.label}"
+        argv = [*command, "--worker-id", worker_id]
+        if slot.gpu is None:
+            children.append(Child(worker_id, argv))
+        else:
+            children.append(Child(worker_id, [*argv, "--gpu", slot.gpu.id], env=pinned_env(env, slot.gpu)))
+    return children
 
 
 class Supervisor:

@@ -99,7 +99,7 @@ def test_ready_reports_warming_then_ready(cluster):
     c = cluster()
     c.start_api()
     with c.client() as http:
-        assert http.get("/ready").json() == {"status": "no workers", "workers": {}}
+        assert http.get("/ready").json() == {"status": "no workers", "workers": {}, "worker_details": {}}
         worker = Proc([sys.executable, "-m", "fluxserve", "worker", *c.common(), "--worker-id", "w",
                        "--warmup", "presets", "--warmup-levels", "none"])  # fmt: skip
         c.procs.append(worker)

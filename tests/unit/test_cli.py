@@ -55,4 +55,20 @@ def test_performance_flags():
     s = settings(["--batch-size", "8", "--batch-window-ms", "25", "--text-cache", "3", "--compile", "off",
                   "--disable-accel", "fused_qkv, channels_last_vae", "--fp8", "on"])  # fmt: skip
     assert (s.queue.max_batch, s.queue.batch_window_s, s.engine.text_cache_size) == (8, 0.025, 3)
-    assert s.engine.accel_disabled == {"fused_qkv", "channels_last_vae", "compile"} and s.engine.fp8 == "on"
+    accel = s.engine.accel
+    assert accel.disabled == {"fused_qkv", "channels_last_vae"} and accel.compile == "off" and accel.fp8 == "on"
+
+
+def test_acceleration_flags_default_to_the_settings_defaults_and_reach_the_engine():
+    from fluxserve.config import AccelSettings, WarmupSettings
+    from fluxserve.sizing import PRESETS
+
+    s = settings([])
+    assert s.engine.accel == AccelSettings()
+    assert s.engine.warmup == WarmupSettings(sizes=tuple(PRESETS.values()), levels=None, batches=(1,))
+    s = settings(["--compile-mode", "max-autotune-no-cudagraphs", "--fp8-granularity", "tensor", "--attention",
+                  "cudnn", "--cuda-graphs", "off", "--warmup-levels", "high", "--warmup-batches", "1,4"])  # fmt: skip
+    assert (s.engine.accel.compile_mode, s.engine.accel.fp8_granularity, s.engine.accel.attention,
+            s.engine.accel.cuda_graphs) == ("max-autotune-no-cudagraphs", "tensor", "cudnn", "off")  # fmt: skip
+    assert (s.engine.warmup.levels, s.engine.warmup.batches) == (("high",), (1, 4))
+    assert settings(["--warmup", "off"]).engine.warmup.sizes == ()

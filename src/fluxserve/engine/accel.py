@@ -1,39 +1,41 @@
-"""Acceleration levels as named, individually switchable optimisations on the stock diffusers pipeline.
+"""Acceleration levels: named optimisations on the stock diffusers pipeline, switched per batch.
 
-    none     bf16, PyTorch SDPA attention (flash kernels on GPU), eager: the bit-for-bit reproducible level
-    regular  + fused QKV projections, channels-last VAE, torch.compile of the transformer and VAE decoder
-    high     + fp8 (float8 e4m3) weights and activations for the transformer's linear layers (torchao, Hopper+)
+    none     stock diffusers: bf16, eager, PyTorch's default SDPA; bit-for-bit reproducible, and equal to
+             FluxPipeline's own output for the same seeds
+    regular  + fused QKV projections, channels-last VAE, an explicit attention backend, regional torch.compile
+             (the transformer's repeated blocks and the VAE decoder, static shapes), CUDA graphs per shape
+    high     + fp8 (float8 e4m3, per-row dynamic scales) for the transformer blocks' linear layers (torchao)
 
-Each optimisation is prepared once at load and then switched on or off per batch by `Accelerator.level()`, so one
-copy of the weights serves every level (fp8 keeps its own quantised copy of the transformer). Optimisations that
-cannot run here (compile and fp8 on CPU, fp8 without torchao) are skipped with one log line; nothing fails.
+Each optimisation is prepared once at load; `Accelerator.level()` then puts the modules in the state a level asks
+for. One decision picks the transformer copy a level runs (bf16, or its fp8 twin) and every in-place switch is set
+on every copy, so what a level runs never depends on what ran before it.
+
+Degrade, never die: an optimisation that cannot run here is skipped with its reason; one that fails to prepare is
+skipped the same way; one that fails while a level warms up is dropped from that level (`Accelerator.drop`), and
+the level still serves. `running()` reads the modules themselves to say what a level really runs with.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluxserve.config import AccelSettings
+
 log = logging.getLogger(__name__)
 
 LEVELS = ("none", "regular", "high")
 
-
-@dataclass(frozen=True)
-class AccelSettings:
-    # Optimisations switched off by the operator, by name (e.g. {"compile"}).
-    disabled: frozenset[str] = frozenset()
-    # "auto": compile and fp8 only on CUDA. "on" forces them (tests, CPU experiments).
-    compile: str = "auto"
-    fp8: str = "auto"
-    compile_mode: str = "max-autotune-no-cudagraphs"
+__all__ = ["LEVELS", "AccelSettings", "Accelerator", "Optimisation"]
 
 
 class Optimisation:
+    """One named switch. `prepare` runs once at load; `apply` puts the modules in this switch's on/off state for
+    a level; `is_running` reads the modules to say whether it is in effect now."""
+
     name = ""
     levels: tuple[str, ...] = ()
 
@@ -41,137 +43,118 @@ class Optimisation:
         """Why this cannot run here, or None."""
         return None
 
-    def prepare(self, engine: Any, settings: AccelSettings) -> None: ...
+    def prepare(self, engine: Any, settings: AccelSettings, accel: Accelerator) -> None: ...
 
-    def switch(self, engine: Any, on: bool) -> None: ...
+    def apply(self, engine: Any, accel: Accelerator, on: bool) -> None: ...
 
+    def is_running(self, engine: Any, accel: Accelerator) -> bool:
+        return False
 
-class FusedQKV(Optimisation):
-    """One matmul for Q, K and V instead of three (diffusers keeps both; a flag picks per level)."""
-
-    name, levels = "fused_qkv", ("regular", "high")
-
-    def prepare(self, engine: Any, settings: AccelSettings) -> None:
-        engine.pipe.transformer.fuse_qkv_projections()
-
-    def switch(self, engine: Any, on: bool) -> None:
-        for module in attention_modules(engine.pipe.transformer):
-            module.fused_projections = on
-
-
-class ChannelsLastVAE(Optimisation):
-    """NHWC convolutions in the VAE decoder: faster cuDNN kernels on GPU."""
-
-    name, levels = "channels_last_vae", ("regular", "high")
-
-    def switch(self, engine: Any, on: bool) -> None:
-        import torch
-
-        fmt = torch.channels_last if on else torch.contiguous_format
-        engine.pipe.vae.to(memory_format=fmt)
-
-
-class Compile(Optimisation):
-    """torch.compile of the transformer and the VAE decoder; the eager modules stay for `none`."""
-
-    name, levels = "compile", ("regular", "high")
-
-    def unsupported(self, engine: Any, settings: AccelSettings) -> str | None:
-        if settings.compile == "auto" and engine.placement.device != "cuda":
-            return "torch.compile is used on CUDA only (on CPU it costs minutes and gains little); --compile on forces it"
+    def details(self) -> str | None:
+        """What was chosen, for the start log and /ready (e.g. the attention backend and why)."""
         return None
-
-    def prepare(self, engine: Any, settings: AccelSettings) -> None:
-        import torch
-
-        pipe = engine.pipe
-        self.eager = {"transformer": pipe.transformer, "decode": pipe.vae.decode}
-        self.compiled = {
-            "transformer": torch.compile(pipe.transformer, mode=settings.compile_mode, fullgraph=False),
-            "decode": torch.compile(pipe.vae.decode, mode=settings.compile_mode, fullgraph=False),
-        }
-
-    def switch(self, engine: Any, on: bool) -> None:
-        chosen = self.compiled if on else self.eager
-        engine.pipe.transformer = chosen["transformer"]
-        engine.pipe.vae.decode = chosen["decode"]
-
-
-class Float8(Optimisation):
-    """A float8 copy of the transformer (torchao dynamic activation + weight quantisation) for `high`."""
-
-    name, levels = "fp8", ("high",)
-
-    def unsupported(self, engine: Any, settings: AccelSettings) -> str | None:
-        import importlib.util
-
-        import torch
-
-        if settings.fp8 == "auto":
-            if engine.placement.device != "cuda":
-                return "fp8 needs a CUDA GPU (Ada or Hopper); --fp8 on forces it"
-            if torch.cuda.get_device_capability() < (8, 9):
-                return "fp8 needs compute capability 8.9+ (Ada, Hopper)"
-        if importlib.util.find_spec("torchao") is None:
-            return "fp8 needs torchao (pip install torchao)"
-        return None
-
-    def prepare(self, engine: Any, settings: AccelSettings) -> None:
-        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
-
-        self.bf16 = engine.pipe.transformer
-        self.fp8 = copy.deepcopy(self.bf16)
-        quantize_(self.fp8, Float8DynamicActivationFloat8WeightConfig())
-
-    def switch(self, engine: Any, on: bool) -> None:
-        engine.pipe.transformer = self.fp8 if on else self.bf16
-
-
-OPTIMISATIONS: tuple[type[Optimisation], ...] = (FusedQKV, ChannelsLastVAE, Float8, Compile)
-
-
-def attention_modules(transformer: Any) -> list[Any]:
-    from diffusers.models.attention_processor import Attention
-
-    found = [m for m in transformer.modules() if isinstance(m, Attention)]
-    if not found:  # newer diffusers name their Flux attention module FluxAttention
-        found = [m for m in transformer.modules() if hasattr(m, "fused_projections")]
-    return found
 
 
 @dataclass
 class Accelerator:
     active: list[Optimisation] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    # level -> the optimisations it runs with; `drop` removes one from one level.
+    plan: dict[str, list[Optimisation]] = field(default_factory=lambda: {level: [] for level in LEVELS})
+    dropped: dict[str, dict[str, str]] = field(default_factory=lambda: {level: {} for level in LEVELS})
+    # The transformer's copies by name: "bf16" (the eager stock module) and, with fp8, "fp8".
+    copies: dict[str, Any] = field(default_factory=dict)
     current: str | None = None
 
     @classmethod
     def prepare(cls, engine: Any, settings: AccelSettings | None = None) -> Accelerator:
+        from fluxserve.engine.switches import OPTIMISATIONS
+
         settings = settings or AccelSettings()
-        accel = cls()
+        accel = cls(copies={"bf16": engine.pipe.transformer})
         for kind in OPTIMISATIONS:
             opt = kind()
             reason = "switched off by the operator" if opt.name in settings.disabled else None
-            reason = reason or opt.unsupported(engine, settings)
+            reason = reason or unsupported_reason(opt, engine, settings)
+            if reason is None:
+                try:
+                    opt.prepare(engine, settings, accel)
+                except Exception as exc:  # noqa: BLE001 - any failure here costs the switch, never the load
+                    reason = f"failed to prepare: {explain(exc)}"
             if reason:
                 accel.skipped[opt.name] = reason
                 log.info("acceleration: %s skipped: %s", opt.name, reason)
                 continue
-            opt.prepare(engine, settings)
             accel.active.append(opt)
-            log.info("acceleration: %s ready for %s", opt.name, ", ".join(opt.levels))
+            for level in opt.levels:
+                accel.plan[level].append(opt)
+            detail = f" ({opt.details()})" if opt.details() else ""
+            log.info("acceleration: %s ready for %s%s", opt.name, ", ".join(opt.levels), detail)
         return accel
 
     def applied(self, level: str) -> list[str]:
-        return [opt.name for opt in self.active if level in opt.levels]
+        """The switches a level is planned to run with (what it really runs: `running`)."""
+        return [opt.name for opt in self.plan[level]]
+
+    def copy_for(self, level: str) -> Any:
+        """The one place that decides which transformer copy a level runs."""
+        wants_fp8 = any(opt.name == "fp8" for opt in self.plan[level])
+        return self.copies["fp8" if wants_fp8 and "fp8" in self.copies else "bf16"]
 
     @contextlib.contextmanager
     def level(self, level: str, engine: Any = None) -> Iterator[None]:
-        """Switch every prepared optimisation on or off for this level (a no-op when it is already set)."""
+        """Put every prepared optimisation in the state this level asks for (a no-op when it is already set)."""
         if level not in LEVELS:
             raise ValueError(f"unknown acceleration level {level!r}")
         if engine is not None and level != self.current:
-            for opt in self.active:
-                opt.switch(engine, level in opt.levels)
+            self.current = None  # a switch that fails half-way leaves no claim about the state
+            engine.pipe.transformer = self.copy_for(level)
+            planned = self.plan[level]
+            for opt in self.active:  # in OPTIMISATIONS order: wrappers (CUDA graphs) come last
+                opt.apply(engine, self, opt in planned)
             self.current = level
         yield
+
+    def running(self, engine: Any, level: str) -> list[str]:
+        """What this level really runs with, read from the modules after switching to it."""
+        with self.level(level, engine):
+            return [opt.name for opt in self.active if opt.is_running(engine, self)]
+
+    def drop(self, level: str, name: str, reason: str) -> None:
+        """Take one optimisation out of one level (it failed there); the level serves without it."""
+        self.plan[level] = [opt for opt in self.plan[level] if opt.name != name]
+        self.dropped[level][name] = reason
+        self.current = None  # re-apply on the next switch
+        log.warning("acceleration: %s dropped from %s: %s", name, level, reason)
+
+    def riskiest(self, level: str) -> str | None:
+        """The optimisation to drop first when a level fails (DROP_ORDER: the most hardware-specific first; fp8
+        before compile, since eager fp8 is slower than bf16)."""
+        from fluxserve.engine.switches import DROP_ORDER
+
+        names = {opt.name for opt in self.plan[level]}
+        return next((name for name in DROP_ORDER if name in names), None)
+
+    def describe(self, engine: Any) -> dict[str, Any]:
+        levels = {level: self.running(engine, level) for level in LEVELS}
+        details = {opt.name: opt.details() for opt in self.active if opt.details()}
+        dropped = {level: reasons for level, reasons in self.dropped.items() if reasons}
+        return {"levels": levels, "skipped": dict(self.skipped), "dropped": dropped, "details": details}
+
+
+def unsupported_reason(opt: Optimisation, engine: Any, settings: AccelSettings) -> str | None:
+    try:
+        return opt.unsupported(engine, settings)
+    except Exception as exc:  # noqa: BLE001 - e.g. a broken torchao install: skip fp8, keep serving
+        return f"unavailable: {explain(exc)}"
+
+
+def explain(exc: BaseException) -> str:
+    """One line for the log and /ready: the error's type and the first line of its root cause (torch wraps the
+    real reason, e.g. a compiler's, in errors whose own message says little)."""
+    root = exc
+    while (inner := root.__cause__ or getattr(root, "inner_exception", None)) is not None and inner is not root:
+        root = inner
+    lines = [line.strip() for line in str(root).splitlines() if line.strip()]
+    message = f"{type(root).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
+    return message if root is exc else f"{type(exc).__name__} ({message})"

@@ -124,6 +124,20 @@ class Placement:
 
         return getattr(torch, self.dtype_name)
 
+    def synchronize(self) -> None:
+        """Wait for the work queued on the device (a no-op on CPU, where every call is synchronous)."""
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def describe(self) -> str:
+        if self.device != "cuda":
+            return self.device
+        import torch
+
+        return f"cuda:{torch.cuda.current_device()} {torch.cuda.get_device_name()}"
+
 
 def resolve_placement(device: str, dtype: str) -> Placement:
     import torch
@@ -149,8 +163,9 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def load_flux_pipeline(root: Path, placement: Placement, **components: Any) -> Any:
-    """FluxPipeline from a folder; `components` (e.g. a transformer loaded from one file) replace its own."""
+def load_flux_pipeline(root: Path, placement: Placement, move: bool = True, **components: Any) -> Any:
+    """FluxPipeline from a folder; `components` (e.g. a transformer loaded from one file) replace its own.
+    move=False leaves it in CPU memory (model offload then moves each component to the GPU while it runs)."""
     quiet_libraries()
     from diffusers import FluxPipeline
 
@@ -160,7 +175,7 @@ def load_flux_pipeline(root: Path, placement: Placement, **components: Any) -> A
         raise ModelLoadError(f"could not load {root}: {type(exc).__name__}: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
     log_components(root, pipe.components, placement)
-    return pipe.to(placement.device)
+    return pipe.to(placement.device) if move else pipe
 
 
 def log_components(root: Path, components: dict[str, Any], placement: Placement) -> None:

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fluxserve.config import EngineSettings
+from fluxserve.config import AccelSettings, EngineSettings, WarmupSettings
 from fluxserve.engine import seeds
-from fluxserve.engine.accel import Accelerator, AccelSettings
+from fluxserve.engine.accel import Accelerator, explain
 from fluxserve.engine.cache import EmbeddingCache
 from fluxserve.engine.checkpoints import load_transformer
+from fluxserve.engine.images import to_pil, to_pixels
 from fluxserve.engine.loading import Placement, load_flux_pipeline, require_model, resolve_placement
 from fluxserve.engine.redux import ReduxPrior
 from fluxserve.engine.safety import SafetyChecker
-from fluxserve.errors import GenerationError
+from fluxserve.errors import GenerationError, is_device_fatal
 from fluxserve.jobs import GenerationSpec
 
 log = logging.getLogger(__name__)
@@ -50,35 +52,46 @@ class Generated:
 
 
 class StageTimer:
-    """Reports each stage as it starts and records how long each took."""
+    """Reports each stage as it starts and records how long each took.
 
-    def __init__(self, progress: Progress) -> None:
+    GPU work is asynchronous: without waiting for the device at the end of a stage, its kernels would be billed
+    to whichever later stage first waits (the denoise time landed in "decode"). Each stage depends on the one
+    before, so the wait costs nothing."""
+
+    def __init__(self, progress: Progress, synchronize: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
         self.progress = progress
+        self.synchronize = synchronize
+        self.clock = clock
         self.timings: dict[str, float] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.progress.stage(name)
-        started = time.perf_counter()
+        started = self.clock()
         yield
-        self.timings[name.replace(" ", "_")] = time.perf_counter() - started
+        self.synchronize()
+        self.timings[name.replace(" ", "_")] = self.clock() - started
+
+
+# --memory low serves every level from one fp8 model under offload hooks: per-level module swaps and fusing
+# (which cannot run over fp8 weights) are off.
+LOW_MEMORY_DISABLED = frozenset({"fused_qkv", "fp8", "compile", "cuda_graphs"})
 
 
 def fit_small_gpu(pipe: Any, placement: Placement) -> None:
-    """--memory low: the transformer in fp8 (half its bf16 size) for every level, and the text encoders, VAE and
-    transformer moved to the GPU only while they run (diffusers' model offload). 1024x1024 then fits 24 GB."""
-    if placement.device != "cuda":
-        log.info("memory mode low: needs a CUDA GPU; ignored on %s", placement.device)
-        return
-    import importlib.util
-
-    if importlib.util.find_spec("torchao") is not None:
+    """--memory low: the transformer's block linears in fp8 (weight-only, about half the bf16 size) for every level,
+    and each component moved to the GPU only while it runs (diffusers' model offload). The pipeline arrives still
+    in CPU memory (never moved whole to the GPU: ~34 GB would not fit 24 GB) and is quantised there."""
+    try:
         from torchao.quantization import Float8WeightOnlyConfig, quantize_
 
-        quantize_(pipe.transformer, Float8WeightOnlyConfig())
-    else:
-        log.warning("memory mode low: torchao is missing, the transformer stays in %s", placement.dtype_name)
-    pipe.enable_model_cpu_offload()
+        from fluxserve.engine.switches import fp8_eligible
+
+        quantize_(pipe.transformer, Float8WeightOnlyConfig(), filter_fn=fp8_eligible)
+    except Exception as exc:  # noqa: BLE001 - a missing or broken torchao costs the memory saving, not the load
+        log.warning("memory mode low: no fp8 (%s); the transformer stays in %s", explain(exc), placement.dtype_name)
+    pipe.enable_model_cpu_offload(device=placement.device)
 
 
 def split(items: list[Any], sizes: list[int]) -> list[list[Any]]:
@@ -98,6 +111,7 @@ class FluxEngine:
     text_cache: EmbeddingCache = field(default_factory=EmbeddingCache)
     accel: Accelerator = field(default_factory=Accelerator)
     shapes_seen: set[tuple[int, int, str, int]] = field(default_factory=set)
+    _description: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, settings: EngineSettings) -> FluxEngine:
@@ -106,18 +120,28 @@ class FluxEngine:
         components = {}
         if settings.model_path.is_file():
             components["transformer"] = load_transformer(settings.model_path, root, placement)
-        pipe = load_flux_pipeline(root, placement, **components)
-        if settings.memory == "low":
+        low_memory = settings.memory == "low" and placement.device == "cuda"
+        if settings.memory == "low" and not low_memory:
+            log.info("memory mode low: needs a CUDA GPU; ignored on %s", placement.device)
+        pipe = load_flux_pipeline(root, placement, move=not low_memory, **components)
+        accel = settings.accel
+        if low_memory:
             fit_small_gpu(pipe, placement)
+            accel = dataclasses.replace(accel, disabled=accel.disabled | LOW_MEMORY_DISABLED)
         safety = None
         if not settings.safety_disabled:
             safety = SafetyChecker.load(settings.safety_checker_path or root, placement)
         else:
             log.warning("safety checker disabled by the operator: has_nsfw_concepts is always false")
         redux = ReduxPrior.load(settings.redux_model_path, placement) if settings.redux_model_path else None
-        engine = cls(pipe=pipe, safety=safety, placement=placement, redux=redux,
-                     text_cache=EmbeddingCache(settings.text_cache_size))  # fmt: skip
-        accel = AccelSettings(disabled=settings.accel_disabled, compile=settings.compile, fp8=settings.fp8)
+        return cls.from_pipeline(pipe, safety, placement, accel, redux=redux,
+                                 text_cache=EmbeddingCache(settings.text_cache_size))  # fmt: skip
+
+    @classmethod
+    def from_pipeline(cls, pipe: Any, safety: SafetyChecker | None, placement: Placement,
+                      accel: AccelSettings | None = None, **fields: Any) -> FluxEngine:  # fmt: skip
+        """An engine over an already built pipeline (the benchmark's random full-size weights, tests)."""
+        engine = cls(pipe=pipe, safety=safety, placement=placement, **fields)
         engine.accel = Accelerator.prepare(engine, accel)
         return engine
 
@@ -133,7 +157,7 @@ class FluxEngine:
 
         first = specs[0]
         self.note_shape(specs)
-        timer = StageTimer(progress or NoProgress())
+        timer = StageTimer(progress or NoProgress(), self.placement.synchronize)
         with torch.inference_mode(), self.accel.level(first.acceleration, self):
             with timer.stage("text encode" if first.kind == "text" else "image encode"):
                 parts = [self.conditioning(s, img) for s, img in zip(specs, images or [None] * len(specs))]
@@ -142,15 +166,31 @@ class FluxEngine:
             with timer.stage("denoise"):
                 seeds_all = [seed for s in specs for seed in s.image_seeds]
                 latents = self.denoise(first, prompt_embeds, pooled, seeds_all, timer.progress)
-            with timer.stage("decode"):
-                decoded = self.decode(latents, first.height, first.width)
-        per_job = split(decoded, [s.num_images for s in specs])
-        checked = [(imgs, [False] * len(imgs)) for imgs in per_job]
-        if self.safety is not None and any(s.enable_safety_checker for s in specs):
-            with timer.stage("safety"):
-                checked = self.check_safety(specs, per_job)
+            with timer.stage("vae decode"):
+                pixels = to_pixels(self.decode(latents, first.height, first.width))
+            checked = [spec.enable_safety_checker for spec in specs for _ in range(spec.num_images)]
+            flags = [False] * len(checked)
+            if self.safety is not None and any(checked):
+                with timer.stage("safety"):
+                    flags = self.check_safety(pixels, checked)
+            with timer.stage("to image"):
+                pil_images = to_pil(pixels)
         timings = {"inference": sum(timer.timings.values()), **timer.timings}
-        return [Generated(images=imgs, has_nsfw_concepts=flags, timings=dict(timings)) for imgs, flags in checked]
+        sizes = [s.num_images for s in specs]
+        return [Generated(images=imgs, has_nsfw_concepts=job_flags, timings=dict(timings))
+                for imgs, job_flags in zip(split(pil_images, sizes), split(flags, sizes))]  # fmt: skip
+
+    def check_safety(self, pixels: Any, checked: list[bool]) -> list[bool]:
+        """One checker call over the images whose jobs asked for it; flagged images are blacked out in place, on
+        the device, before anything reaches the host."""
+        rows = [i for i, wanted in enumerate(checked) if wanted]
+        subset = pixels if len(rows) == len(checked) else pixels[rows]
+        flags = [False] * len(checked)
+        for row, flagged in zip(rows, self.safety.has_nsfw_concepts(subset)):  # type: ignore[union-attr]
+            flags[row] = flagged
+        if any(flags):
+            pixels[flags] = 0
+        return flags
 
     def gpu_memory_bytes(self) -> float | None:
         if self.placement.device != "cuda":
@@ -159,15 +199,44 @@ class FluxEngine:
 
         return float(torch.cuda.max_memory_allocated())
 
-    def warm_up(self, shapes: tuple[tuple[int, int, str, int], ...]) -> None:
-        """Run each (width, height, level, batch) once, so compiled kernels exist before the first request."""
-        for width, height, level, batch in shapes:
+    def warmup_levels(self) -> tuple[str, ...]:
+        """What warms up when the operator names no levels: the ones that compile here."""
+        compiling = tuple(level for level in ("regular", "high") if "compile" in self.accel.applied(level))
+        return compiling or ("none",)
+
+    def warm_up(self, warmup: WarmupSettings) -> None:
+        """Run each configured (size, level, batch) once, so compiled kernels exist before the first request. A
+        level that fails here loses its riskiest optimisation and is tried again: it serves, only slower."""
+        levels = warmup.levels if warmup.levels is not None else self.warmup_levels()
+        for level in levels:
+            for width, height in warmup.sizes:
+                for batch in warmup.batches:
+                    self.warm_shape(width, height, level, batch)
+
+    def warm_shape(self, width: int, height: int, level: str, batch: int) -> None:
+        spec = GenerationSpec(kind="text", prompt="warm-up", width=width, height=height, num_inference_steps=1,
+                              seed=0, num_images=1, guidance_scale=3.5, enable_safety_checker=True,
+                              output_format="png", sync_mode=False, acceleration=level, base_url="")  # fmt: skip
+        while True:
             started = time.perf_counter()
-            spec = GenerationSpec(kind="text", prompt="warm-up", width=width, height=height, num_inference_steps=1,
-                                  seed=0, num_images=1, guidance_scale=3.5, enable_safety_checker=True,
-                                  output_format="png", sync_mode=False, acceleration=level, base_url="")  # fmt: skip
-            self.generate_batch([spec] * batch)
+            try:
+                self.generate_batch([spec] * batch)
+            except Exception as exc:
+                culprit = self.accel.riskiest(level)
+                if is_device_fatal(exc) or culprit is None:
+                    raise  # the device is suspect, or the plain model itself fails: nothing left to drop
+                self.accel.drop(level, culprit, f"failed warming up {width}x{height}, batch {batch}: {explain(exc)}")
+                self._description = None
+                continue
             log.info("warm-up %dx%d at %s, batch %d: %.2f s", width, height, level, batch, time.perf_counter() - started)
+            return
+
+    def describe(self) -> dict[str, Any]:
+        """What this engine runs on and what each level really runs with (read from the modules; cached until an
+        optimisation is dropped)."""
+        if self._description is None:
+            self._description = {"device": self.placement.describe(), **self.accel.describe(self)}
+        return self._description
 
     def note_shape(self, specs: list[GenerationSpec]) -> None:
         """Compiled levels compile once per new shape; say so, so a slow first request is explained in the log."""
@@ -177,19 +246,6 @@ class FluxEngine:
             self.shapes_seen.add(shape)
             if "compile" in self.accel.applied(first.acceleration):
                 log.info("new shape %dx%d at %s, %d images: compiling it once", *shape)
-
-    def check_safety(self, specs: list[GenerationSpec], per_job: list[list[Any]]) -> list[tuple[list, list]]:
-        """One checker call over the images of every job that asked for it."""
-        wanted = [img for spec, imgs in zip(specs, per_job) if spec.enable_safety_checker for img in imgs]
-        checked, flags = self.safety.check(wanted)  # type: ignore[union-attr]
-        results, at = [], 0
-        for spec, imgs in zip(specs, per_job):
-            if spec.enable_safety_checker:
-                results.append((checked[at : at + len(imgs)], flags[at : at + len(imgs)]))
-                at += len(imgs)
-            else:
-                results.append((imgs, [False] * len(imgs)))
-        return results
 
     def conditioning(self, spec: GenerationSpec, image: Any) -> tuple[Any, Any]:
         """One row per image to generate: the Redux image embedding, or the (cached) text embedding."""
@@ -229,10 +285,9 @@ class FluxEngine:
             callback_on_step_end=step_end,
         ).images
 
-    def decode(self, latents: Any, height: int, width: int) -> list[Any]:
-        """Packed latents -> PIL images, exactly as FluxPipeline does after its last step."""
+    def decode(self, latents: Any, height: int, width: int) -> Any:
+        """Packed latents -> decoded images in [-1, 1], (N, 3, H, W) on the device, as FluxPipeline decodes."""
         pipe = self.pipe
         latents = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
         latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
-        decoded = pipe.vae.decode(latents, return_dict=False)[0]
-        return pipe.image_processor.postprocess(decoded, output_type="pil")
+        return pipe.vae.decode(latents, return_dict=False)[0]

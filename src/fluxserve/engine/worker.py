@@ -1,11 +1,18 @@
 """The worker: claim a job, run it on the engine, store its images, write its one terminal state.
 
+Two threads share a batch's life, so the GPU never waits on JPEG encoding or the blob store:
+- this loop claims batch N+1 and runs it on the engine (decide, execute: each job gets an outcome);
+- meanwhile a delivery thread encodes and stores batch N's images and writes each of its jobs' end (record).
+At most one batch waits to be delivered: handing over the next waits for the previous delivery to end.
+
 Who pays for a failure:
-- an exception inside generation fails that job only, and the worker claims the next;
+- an exception inside generation fails that batch's jobs only, and the worker claims the next;
+- an exception while encoding or storing a job's images fails that job only;
 - a cancel (or losing the job's lease) stops the job between denoising steps; the store already holds its end;
 - an error that makes the process suspect (CUDA) stops the worker without touching the job: its lease expires
   and another worker runs it.
-The terminal state is written from `finally`, so no job this worker claimed is left running by it.
+The terminal state is written from `finally` on the delivery thread, and the job's lease is renewed until
+then, so no job this worker claimed is left running by it. The worker drains its deliveries before it stops.
 """
 
 from __future__ import annotations
@@ -13,12 +20,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from fluxserve.config import Settings
+from fluxserve.config import Settings, WarmupSettings
 from fluxserve.engine.encode import CONTENT_TYPES, EXTENSIONS, data_uri, encode
-from fluxserve.errors import JobCancelled
+from fluxserve.errors import JobCancelled, is_device_fatal
 from fluxserve.image_inputs import ImageFetcher, ImageInputError
 from fluxserve.jobs import GenerationSpec, Job, JobError, JobStatus, LogLine
 from fluxserve.metrics import WorkerStats
@@ -29,26 +36,61 @@ log = logging.getLogger(__name__)
 
 # A worker that has not reported for this long no longer counts towards readiness.
 STATE_TTL_S = 15.0
-# Errors after which the device (and so this process) cannot be trusted with another job.
-FATAL_MARKERS = ("CUDA error", "device-side assert", "CUBLAS_STATUS", "cuDNN error", "NCCL error")
 
 
 class Engine(Protocol):
     def generate_batch(self, specs: list[GenerationSpec], progress: Any = None, images: Any = None) -> list[Any]:
         """One result per spec, all generated in one pipeline call."""
 
+    def warm_up(self, warmup: WarmupSettings) -> None:
+        """Run the configured shapes once, so no request pays a first-call compile."""
+
+    def gpu_memory_bytes(self) -> float | None:
+        """Peak GPU memory allocated; None off the GPU."""
+
+    def describe(self) -> dict[str, Any]:
+        """What it runs: {"device", "levels": {level: [switch, ...]}, "skipped": {switch: reason}, ...}."""
+
 
 class FatalWorkerError(Exception):
     """The process is suspect: stop claiming, leave the job to its lease."""
 
 
-def is_fatal(exc: BaseException) -> bool:
-    return any(marker in str(exc) for marker in FATAL_MARKERS)
+# -- what happened to each job of a batch, decided by the loop and recorded by the delivery thread ----------
+
+
+@dataclass(frozen=True)
+class Generated:
+    """Its images exist; they are still to be encoded and stored."""
+
+    result: Any
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: JobError
+
+
+@dataclass(frozen=True)
+class EndedElsewhere:
+    """Cancelled, or no longer leased to this worker: the store already holds how it ended."""
+
+
+@dataclass(frozen=True)
+class LeftToLease:
+    """The device is suspect: no end is written; the lease runs out and another worker runs the job."""
+
+
+Outcome = Generated | Failed | EndedElsewhere | LeftToLease
+# Every job's outcome until the engine call decides it: what it ends with if the worker stops in between.
+UNFINISHED = Failed(JobError(500, "internal_error", "The worker stopped before finishing"))
 
 
 @dataclass
 class WorkerConfig:
     worker_id: str = "worker-0"
+    # The GPU this worker runs on, as the operator knows it (nvidia-smi's index or a UUID); None: not pinned.
+    gpu: str | None = None
     lease_s: float = 30.0
     max_attempts: int = 3
     # Longest idle wait between looks at the queue; a submission wakes the worker sooner.
@@ -63,9 +105,9 @@ class WorkerConfig:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> WorkerConfig:
         queue = settings.queue
-        fields = dict(worker_id=settings.worker_id, lease_s=queue.lease_s, max_attempts=queue.max_attempts,
-                      max_batch=queue.max_batch, batch_window_s=queue.batch_window_s,
-                      max_per_key=queue.max_running_per_key)  # fmt: skip
+        fields = dict(worker_id=settings.worker_id, gpu=settings.gpu, lease_s=queue.lease_s,
+                      max_attempts=queue.max_attempts, max_batch=queue.max_batch,
+                      batch_window_s=queue.batch_window_s, max_per_key=queue.max_running_per_key)  # fmt: skip
         return cls(**{**fields, **overrides})
 
 
@@ -99,25 +141,70 @@ class BatchProgress:
 
 
 class LeaseKeeper:
-    """Renews the running job's lease in the background, however long a single step takes."""
+    """Renews a batch's leases in the background, however long a single step or its delivery takes."""
 
     def __init__(self, store: JobStore, job_ids: list[str], config: WorkerConfig) -> None:
         self.store, self.job_ids, self.config = store, job_ids, config
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
 
-    def __enter__(self) -> LeaseKeeper:
+    def start(self) -> LeaseKeeper:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self._done.set()
-        self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join()
 
     def _run(self) -> None:
         while not self._done.wait(self.config.lease_s / 3):
             for job_id in self.job_ids:  # a job cancelled or requeued meanwhile is noticed at the next step
                 self.store.renew_lease(job_id, self.config.worker_id, self.config.lease_s)
+
+
+@dataclass
+class Batch:
+    """One pipeline call's jobs, from their claim until each has its terminal state; leased all along."""
+
+    jobs: list[Job]
+    keeper: LeaseKeeper
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+
+class Deliveries:
+    """Delivers batches in order on a background thread, one at a time. Handing over a batch waits for the
+    previous delivery to end, so at most one batch waits (memory stays bounded) and a slow blob store slows
+    the loop down instead of piling up images."""
+
+    def __init__(self, deliver: Callable[[Batch], None]) -> None:
+        self._deliver = deliver
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    def hand_off(self, batch: Batch) -> None:
+        try:
+            self.drain()
+        except BaseException:
+            batch.keeper.stop()  # the worker is going down: leave this batch to its leases
+            raise
+        self._thread = threading.Thread(target=self._run, args=(batch,), name="delivery", daemon=True)
+        self._thread.start()
+
+    def drain(self) -> None:
+        """Wait for the delivery in flight; what broke it (the store gone...) is raised here, as if inline."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _run(self, batch: Batch) -> None:
+        try:
+            self._deliver(batch)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which stops on it
+            self._failure = exc
 
 
 class Worker:
@@ -137,8 +224,12 @@ class Worker:
         self.config = config or WorkerConfig()
         self.clock = clock
         self._stop = threading.Event()
+        self._report_lock = threading.Lock()
+        self._state = "ready"
         self._reported_at = float("-inf")
         self.stats = WorkerStats()
+        self.stats.info = self.describe()
+        self.deliveries = Deliveries(self.deliver)
 
     @property
     def id(self) -> str:
@@ -146,36 +237,61 @@ class Worker:
 
     # -- loop ---------------------------------------------------------------------------------------
 
-    def run_forever(self, warmup: tuple[tuple[int, int, str, int], ...] = ()) -> None:
-        if warmup:
-            self.report("warming")
-            self.engine.warm_up(warmup)  # type: ignore[attr-defined]
-        self.report("ready")
-        log.info("worker %s ready", self.id)
-        while not self._stop.is_set():
-            if not self.run_once():
-                self.store.wait_for_change(self.config.idle_sleep_s)  # a submit anywhere wakes us at once
-            self.report("ready", throttle=True)
+    def run_forever(self, warmup: WarmupSettings | None = None) -> None:
+        try:
+            if warmup is not None and warmup.sizes:
+                self.report("warming")
+                self.engine.warm_up(warmup)
+                self.stats.info = self.describe()  # a switch that failed to warm up is no longer run
+            self.report("ready")
+            self.log_start()
+            while not self._stop.is_set():
+                if not self.run_once():
+                    self.store.wait_for_change(self.config.idle_sleep_s)  # a submit anywhere wakes us at once
+                self.report("ready", throttle=True)
+        finally:
+            self.drain()
         self.report("stopping")
         log.info("worker %s stopped", self.id)
 
-    def report(self, state: str, throttle: bool = False) -> None:
-        """Tell the store (and so /ready) what this worker is doing; refreshed well within its ttl."""
-        now = time.monotonic()
-        if throttle and now - self._reported_at < STATE_TTL_S / 3:
-            return
-        self._reported_at = now
-        memory = getattr(self.engine, "gpu_memory_bytes", None)
-        self.stats.gpu_memory_bytes = memory() if callable(memory) else None
-        self.store.report_worker(self.id, state, STATE_TTL_S, self.stats.snapshot())
+    def log_start(self) -> None:
+        info = self.stats.info
+        if info.get("gpu") is not None and info.get("device") == "cpu":
+            log.warning("worker %s was given GPU %s, but torch sees no usable CUDA device: it runs on CPU",
+                        self.id, info["gpu"])  # fmt: skip
+        for line in start_lines(self.id, info):
+            log.info("%s", line)
+
+    def describe(self) -> dict[str, Any]:
+        """What this worker runs, for /ready, /metrics and its start log: its GPU, and the engine's own
+        account of its device and of the switches each level runs with (an engine without describe() says
+        nothing)."""
+        describe = getattr(self.engine, "describe", None)
+        return {"gpu": self.config.gpu, **(describe() if callable(describe) else {})}
+
+    def report(self, state: str | None = None, throttle: bool = False) -> None:
+        """Tell the store (and so /ready) what this worker is doing (None: the same as last time); refreshed
+        well within its ttl. Both threads report; the lock makes the last write carry the latest numbers."""
+        with self._report_lock:
+            now = time.monotonic()
+            if throttle and now - self._reported_at < STATE_TTL_S / 3:
+                return
+            self._state, self._reported_at = state or self._state, now
+            self.stats.gpu_memory_bytes = self.engine.gpu_memory_bytes()
+            self.store.report_worker(self.id, self._state, STATE_TTL_S, self.stats.snapshot())
 
     def stop(self) -> None:
-        """Idempotent; the job in flight is finished first."""
+        """Idempotent, and never blocks (a signal handler calls it): the loop finishes the batch in flight,
+        waits for its delivery, then reports "stopping"."""
         self._stop.set()
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def drain(self) -> None:
+        """Wait until every batch handed to the delivery thread has its jobs' ends written."""
+        self.deliveries.drain()
 
     def run_once(self) -> bool:
         """Claim a job (and compatible ones to batch with it) and process them. False when the queue was empty."""
@@ -199,46 +315,46 @@ class Worker:
                 return found
             time.sleep(min(0.002, self.config.batch_window_s))
 
-    # -- one batch ----------------------------------------------------------------------------------
+    # -- one batch: executed here, delivered on the delivery thread ---------------------------------
 
     def process(self, jobs: list[Job]) -> None:
-        """Every job of the batch ends in exactly one terminal state, written in `finally`."""
-        stopped = JobError(500, "internal_error", "The worker stopped before finishing")
-        ends: dict[str, tuple[dict[str, Any] | None, JobError | None]] = {job.id: (None, stopped) for job in jobs}
-        blob_keys: dict[str, list[str]] = {job.id: [] for job in jobs}
+        """Run the batch on the engine, then hand it over for delivery, which writes every job's end."""
+        keeper = LeaseKeeper(self.store, [job.id for job in jobs], self.config).start()
+        batch = Batch(jobs, keeper, {job.id: UNFINISHED for job in jobs})
+        try:
+            self.execute(batch)
+        finally:
+            self.deliveries.hand_off(batch)
+
+    def execute(self, batch: Batch) -> None:
+        """One engine call decides each job's outcome; a suspect device leaves them all to their leases."""
+        outcomes = batch.outcomes
         self.stats.busy = 1
         self.report("ready")
         try:
-            with LeaseKeeper(self.store, [job.id for job in jobs], self.config):
-                ready = self.prepare_inputs(jobs, ends)
-                if ready:
-                    specs = [job.spec for job, _ in ready]
-                    results = self.engine.generate_batch(specs, BatchProgress(self, jobs), [i for _, i in ready])
-                    sizes = [(image.width, image.height) for result in results for image in result.images]
-                    self.stats.batch_ran(len(specs), results[0].timings, sizes)
-                    for (job, _), generated in zip(ready, results):
-                        self.log(job, "store")
-                        ends[job.id] = (self.build_output(job.spec, generated, blob_keys[job.id]), None)
+            ready = self.prepare_inputs(batch.jobs, outcomes)
+            if ready:
+                specs = [job.spec for job, _ in ready]
+                progress = BatchProgress(self, batch.jobs)
+                results = self.engine.generate_batch(specs, progress, [image for _, image in ready])
+                sizes = [(image.width, image.height) for result in results for image in result.images]
+                self.stats.batch_ran(len(specs), results[0].timings, sizes)
+                outcomes.update({job.id: Generated(result) for (job, _), result in zip(ready, results)})
         except JobCancelled:
-            log.info("batch %s stopped: cancelled or no longer leased to %s", [j.id for j in jobs], self.id)
-            ends = {job_id: (out, None) for job_id, (out, _) in ends.items()}  # the store holds how they ended
+            log.info("batch %s stopped: cancelled or no longer leased to %s", [j.id for j in batch.jobs],
+                     self.id)  # fmt: skip
+            decide_unfinished(outcomes, EndedElsewhere())
         except Exception as exc:
-            if is_fatal(exc):
+            if is_device_fatal(exc):
                 self.stop()  # leave the jobs to their leases: another worker, on a sound device, runs them
-                ends = {job_id: (None, None) for job_id in ends}
+                outcomes.update(dict.fromkeys(outcomes, LeftToLease()))
                 raise FatalWorkerError(str(exc)) from exc
-            log.exception("batch %s failed", [j.id for j in jobs])
-            failed = JobError.generation_failed(exc)
-            ends = {job_id: (out, failed if out is None and err is stopped else err)
-                    for job_id, (out, err) in ends.items()}  # fmt: skip
+            log.exception("batch %s failed", [j.id for j in batch.jobs])
+            decide_unfinished(outcomes, Failed(JobError.generation_failed(exc)))
         finally:
-            for job in jobs:
-                output, error = ends[job.id]
-                self.finish(job, output, blob_keys[job.id], error)
             self.stats.busy = 0
-            self.report("ready")
 
-    def prepare_inputs(self, jobs: list[Job], ends: dict[str, Any]) -> list[tuple[Job, Any]]:
+    def prepare_inputs(self, jobs: list[Job], outcomes: dict[str, Outcome]) -> list[tuple[Job, Any]]:
         """Each job's input image (Redux); a job whose image_url is unusable fails alone with a 422."""
         ready = []
         for job in jobs:
@@ -246,7 +362,7 @@ class Worker:
                 ready.append((job, self.input_image(job)))
             except ImageInputError as exc:
                 log.info("job %s: unusable image_url: %s", job.id, exc)
-                ends[job.id] = (None, JobError.bad_image_url(str(exc)))
+                outcomes[job.id] = Failed(JobError.bad_image_url(str(exc)))
         return ready
 
     def input_image(self, job: Job) -> Any:
@@ -258,23 +374,55 @@ class Worker:
         self.log(job, "fetch image")
         return self.images.load(job.spec.image_url, job.spec.base_url)
 
-    def finish(self, job: Job, output: dict[str, Any] | None, blob_keys: list[str], error: JobError | None) -> str:
+    def deliver(self, batch: Batch) -> None:
+        """On the delivery thread: each job's images encoded and stored, and its one end written."""
+        try:
+            for job in batch.jobs:
+                self.record(job, batch.outcomes[job.id])
+        finally:
+            batch.keeper.stop()
+            self.report()
+
+    def record(self, job: Job, outcome: Outcome) -> None:
+        if isinstance(outcome, LeftToLease):
+            return
+        output, error, blob_keys = None, UNFINISHED.error, []
+        try:
+            if isinstance(outcome, Generated):
+                self.log(job, "store")
+                output, error = self.build_output(job.spec, outcome.result, blob_keys), None
+            else:
+                error = outcome.error if isinstance(outcome, Failed) else None
+        except Exception as exc:
+            log.exception("job %s: its images could not be encoded or stored", job.id)
+            error = JobError.generation_failed(exc)
+        finally:
+            self.finish(job, output, blob_keys, error)
+
+    def finish(
+        self, job: Job, output: dict[str, Any] | None, blob_keys: list[str], error: JobError | None
+    ) -> str:
         """Write the job's end; return how it ended (for the metrics)."""
-        if output is not None and self.store.complete(job.id, output, blob_keys):
-            self.stats.job_ended("completed", *self.latencies(job))
-            return "completed"
-        if output is None and error is not None and self.store.fail(job.id, error):
-            self.stats.job_ended("failed", *self.latencies(job))
-            return "failed"
-        current = self.store.get(job.id)
-        if current is not None and current.output is not None and current.worker_id == self.id:
-            return "completed"  # our completion did land (a reply lost to a store restart): the images are its output
-        # The job ended some other way meanwhile (cancelled): its images belong to no one.
-        for key in blob_keys:
-            self.blobs.delete(key)
-        status = current.status.value if current is not None else "cancelled"
+        status = self.write_end(job, output, blob_keys, error)
+        if status != "completed":
+            for key in blob_keys:  # images of a job that did not complete with them belong to no one
+                self.blobs.delete(key)
         self.stats.job_ended(status, *self.latencies(job))
         return status
+
+    def write_end(
+        self, job: Job, output: dict[str, Any] | None, blob_keys: list[str], error: JobError | None
+    ) -> str:
+        if output is not None and self.store.complete(job.id, output, blob_keys):
+            return "completed"
+        if output is None and error is not None and self.store.fail(job.id, error):
+            return "failed"
+        current = self.store.get(job.id)
+        ours = current is not None and current.output is not None and current.worker_id == self.id
+        if output is not None and ours:
+            return "completed"  # our completion landed (its reply lost to a store restart)
+        # The job ended some other way meanwhile (cancelled).
+        return current.status.value if current is not None else "cancelled"
 
     def latencies(self, job: Job) -> tuple[float | None, float]:
         """(queue wait, submit to end) in seconds."""
@@ -303,3 +451,27 @@ class Worker:
             blob_keys.append(key)
             url = self.blobs.url(key, spec.base_url)
         return {"url": url, "content_type": content_type, "width": image.width, "height": image.height}
+
+
+def decide_unfinished(outcomes: dict[str, Outcome], outcome: Outcome) -> None:
+    """Jobs the engine call ended before deciding get `outcome`; those decided already (a bad image_url) keep
+    theirs."""
+    for job_id, current in outcomes.items():
+        if current is UNFINISHED:
+            outcomes[job_id] = outcome
+
+
+def start_lines(worker_id: str, info: dict[str, Any]) -> list[str]:
+    """The start log: what each level runs with, what is skipped and why, and where the worker runs."""
+    lines = [f"worker {worker_id} level {level} runs with: {', '.join(names) or 'no switches'}"
+             for level, names in (info.get("levels") or {}).items()]  # fmt: skip
+    skipped = info.get("skipped") or {}
+    lines += [f"worker {worker_id} skips {name}: {reason}" for name, reason in skipped.items()]
+    for level, reasons in (info.get("dropped") or {}).items():
+        lines += [f"worker {worker_id} level {level} dropped {name}: {why}" for name, why in reasons.items()]
+    gpu, device = info.get("gpu"), info.get("device")
+    if gpu is not None:
+        where = f" on GPU {gpu}" + (f" ({device})" if device else "")
+    else:
+        where = f" on {device}" if device else ""
+    return [*lines, f"worker {worker_id} ready{where}"]

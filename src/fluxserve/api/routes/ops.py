@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.deps import Services, services
+from fluxserve.metrics import worker_info
 
 router = APIRouter(tags=["ops"])
 
@@ -20,13 +21,16 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(svc: Services = Depends(services)) -> JSONResponse:
-    """200 once at least one worker is ready; 503 while workers warm up, or when none reports."""
-    states = await run_in_threadpool(svc.store.worker_states)
+    """200 once at least one worker is ready; 503 while workers warm up, or when none reports. Each live worker
+    is listed with its state, and in worker_details with what it runs (GPU, device, switches per level)."""
+    reports = await run_in_threadpool(svc.store.worker_reports)
+    states = {worker: report["state"] for worker, report in reports.items()}
     if "ready" in states.values():
         status, code = "ready", 200
     else:
         status, code = ("warming" if "warming" in states.values() else "no workers"), 503
-    return JSONResponse({"status": status, "workers": states}, status_code=code)
+    details = {worker: {"state": report["state"], **worker_info(report)} for worker, report in reports.items()}
+    return JSONResponse({"status": status, "workers": states, "worker_details": details}, status_code=code)
 
 
 @router.get("/.well-known/jwks.json")
