@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -67,6 +68,10 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     add_scale_out_flags(f)
     add_speed_flags(f)
     add_queue_flags(f)
+    add_upload_flags(f)
+    add_connection_flags(f)
+    add_input_limit_flags(f)
+    add_webhook_flags(f)
     add_url_flags(parser, f, env)
 
 
@@ -145,13 +150,76 @@ def add_speed_flags(f: Flags) -> None:
 
 
 def add_queue_flags(f: Flags) -> None:
+    # QueueSettings cannot be built without a db_path, so its defaults are read from the dataclass.
+    queue = {field.name: field.default for field in dataclasses.fields(QueueSettings)}
     f.add("--max-running-per-key", int, 0, help="jobs one API key may have running at once (0: unlimited)")
     f.add("--lease-seconds", float, 30.0, help="a job whose worker stops renewing its lease this long is requeued")
     f.add("--max-attempts", int, 3, help="times a job is started before a dying worker makes it fail")
-    f.add("--max-queue-length", int, 10_000, help="queued requests beyond this get a 429")
+    f.add("--max-queue-length", int, queue["max_queue_length"], help="queued requests beyond this get a 429")
+    f.add("--max-queued-per-key", int, queue["max_queued_per_key"],
+          help="one API key's share of the queue: its queued requests beyond this get a 429 (0: no share)")
     f.add("--retention-hours", float, 7 * 24.0, help="how long results and their files are kept")
     f.add("--webhook-attempts", int, 10, help="tries per webhook (fal: 10 over about 2 hours)")
     f.add("--webhook-first-delay", float, 15.0, help="seconds before the first retry; doubles each time")
+
+
+def add_upload_flags(f: Flags) -> None:
+    # StorageSettings cannot be built without a root, so its defaults are read from the dataclass.
+    storage = {field.name: field.default for field in dataclasses.fields(StorageSettings)}
+    f.add("--upload-url-minutes", float, storage["upload_url_ttl_s"] / 60,
+          help="how long an upload URL from /storage/upload/initiate stays good for its one PUT")  # fmt: skip
+    f.add("--upload-quota", int, storage["upload_quota"],
+          help="uploads one API key may hold at once, stored or URLs pending (0: no quota)")  # fmt: skip
+    f.add("--upload-retention-hours", float, storage["upload_retention_s"] / 3600,
+          help="how long uploaded files are kept")  # fmt: skip
+
+
+def add_connection_flags(f: Flags) -> None:
+    api = ApiSettings()
+    f.add("--header-timeout", float, api.header_timeout_s,
+          help="seconds a request's headers (and the TLS handshake) may take to arrive; then a 408 and close")
+    f.add("--idle-timeout", float, api.idle_timeout_s,
+          help="seconds a connection may sit silent between requests or mid-body before it is closed")
+    f.add("--max-connections", int, api.max_connections,
+          help="open connections per API process (status streams count); new ones beyond it get a 503")
+    f.add("--submit-rate", float, api.submit_rate,
+          help="submits per second per API key, per API process (token bucket; 0: unlimited); beyond: 429")
+    f.add("--submit-burst", int, api.submit_burst, help="submits a key may make at once under --submit-rate")
+
+
+def connection_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ApiSettings fields of add_connection_flags."""
+    return dict(header_timeout_s=args.header_timeout, idle_timeout_s=args.idle_timeout,
+                max_connections=args.max_connections, submit_rate=args.submit_rate,
+                submit_burst=args.submit_burst)  # fmt: skip
+
+
+def add_input_limit_flags(f: Flags) -> None:
+    api = ApiSettings()
+    f.add("--max-body-bytes", int, api.max_body_bytes,
+          help="largest JSON request body (image_url endpoints add room for a data: URI); larger: 413")
+    f.add("--max-prompt-length", int, api.max_prompt_length,
+          help="longest prompt in characters; longer: 422 (the model reads 77 CLIP and 256 T5 tokens)")
+    f.add("--max-json-depth", int, api.max_json_depth, help="deepest nesting of a JSON body; deeper: 422")
+    f.add("--max-json-items", int, api.max_json_items,
+          help="values (array items and object members) in a JSON body; more: 422")  # fmt: skip
+
+
+def input_limit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ApiSettings fields of add_input_limit_flags."""
+    return dict(max_body_bytes=args.max_body_bytes, max_prompt_length=args.max_prompt_length,
+                max_json_depth=args.max_json_depth, max_json_items=args.max_json_items)  # fmt: skip
+
+
+def add_webhook_flags(f: Flags) -> None:
+    hooks = WebhookSettings()
+    f.add("--webhook-concurrency", int, hooks.concurrency,
+          help="webhooks one API process sends at once; a slow receiver holds only its own")  # fmt: skip
+
+
+def webhook_settings(args: argparse.Namespace) -> WebhookSettings:
+    return WebhookSettings(max_attempts=args.webhook_attempts, first_delay_s=args.webhook_first_delay,
+                           concurrency=args.webhook_concurrency)  # fmt: skip
 
 
 def add_url_flags(parser: argparse.ArgumentParser, f: Flags, env: Mapping[str, str]) -> None:
@@ -203,17 +271,20 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             host=args.host, port=args.port, tls_port=args.tls_port or None, tls_cert=args.tls_cert,
             tls_key=args.tls_key, public_url=args.public_url, max_pixels=args.max_pixels,
             redux_enabled=args.redux_model is not None, max_upload_bytes=args.fetch_max_bytes,
-            auth=auth_required(args),
+            auth=auth_required(args), **connection_settings(args), **input_limit_settings(args),
         ),  # fmt: skip
         queue=QueueSettings(
             db_path=data_dir / "jobs.sqlite3", store_url=args.store, lease_s=args.lease_seconds, max_attempts=args.max_attempts,
-            max_queue_length=args.max_queue_length, retention_s=args.retention_hours * 3600,
+            max_queue_length=args.max_queue_length, max_queued_per_key=args.max_queued_per_key,
+            retention_s=args.retention_hours * 3600,
             max_batch=args.batch_size, batch_window_s=args.batch_window_ms / 1000,
             max_running_per_key=args.max_running_per_key,
         ),  # fmt: skip
         storage=StorageSettings(
             root=data_dir / "files", s3_url=args.blobs, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
             s3_public_url=args.s3_public_url, s3_presign_seconds=args.s3_presign_seconds,
+            upload_url_ttl_s=args.upload_url_minutes * 60, upload_quota=args.upload_quota,
+            upload_retention_s=args.upload_retention_hours * 3600,
         ),  # fmt: skip
         engine=EngineSettings(
             model_path=args.model or data_dir / TINY_MODEL_SUBDIR,
@@ -228,7 +299,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             memory=args.memory,
             accel=accel_settings(args),
         ),
-        webhooks=WebhookSettings(max_attempts=args.webhook_attempts, first_delay_s=args.webhook_first_delay),
+        webhooks=webhook_settings(args),
         urls=UrlSettings(
             allow_private=args.allow_private_urls, allowed_networks=tuple(args.allow_network or ()),
             max_bytes=args.fetch_max_bytes, total_timeout_s=args.fetch_timeout, max_redirects=args.fetch_max_redirects,

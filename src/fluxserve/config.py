@@ -21,11 +21,32 @@ class ApiSettings:
     # Absolute base for image URLs (e.g. behind a proxy); else the URL the request came in on.
     public_url: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # Largest upload, and largest data: URI image_url (checked at submit, as the worker checks it).
     max_upload_bytes: int = 20 * 1024 * 1024
+    # Input caps, enforced before a request costs anything (api/body_limits.py, api/json_limits.py). A JSON
+    # body over max_body_bytes is a 413 as it streams in; endpoints taking image_url add room for a data: URI.
+    max_body_bytes: int = 256 * 1024
+    # The model reads 77 CLIP and 256 T5 tokens (about 1000 characters of English); this leaves room for any
+    # real prompt while a 25 MB one is a 422 at the door.
+    max_prompt_length: int = 5000
+    # fal's inputs nest two levels and hold a dozen values; these only stop a body from being a bomb.
+    max_json_depth: int = 32
+    max_json_items: int = 1000
     # Require API keys (`Authorization: Key id:secret`). The CLI turns it on for any non-loopback bind.
     auth: bool = False
     # Whether the workers load a Redux prior; without one the Redux endpoint says so instead of queueing.
     redux_enabled: bool = False
+    # Connection bounds on the API listeners (connection_limits.py). A request's head (and on HTTPS the TLS
+    # handshake) must arrive within header_timeout_s of the connection opening or of its first byte.
+    header_timeout_s: float = 10.0
+    # How long the server waits on a silent client: between requests (keep-alive) and mid-body.
+    idle_timeout_s: float = 5.0
+    # Open connections per API process, all listeners together; beyond it new ones get a 503 and are closed.
+    # Long-lived status streams count, so keep it well above the number of concurrent streams expected.
+    max_connections: int = 1000
+    # Submits per second each key may make (token bucket, per API process; 0: unlimited), and the burst.
+    submit_rate: float = 0.0
+    submit_burst: int = 20
 
 
 DAY_S = 24 * 3600.0
@@ -43,8 +64,12 @@ class QueueSettings:
     lease_s: float = 30.0
     # A job whose workers died this many times fails instead of being requeued again.
     max_attempts: int = 3
-    # Submissions beyond this many queued requests get a 429 (fal_max_queue_length can lower it).
+    # Submissions beyond this many queued requests get a 429 (fal_max_queue_length can lower it). Checked in the
+    # store's insert transaction, for the queue and the sync endpoint alike.
     max_queue_length: int = 10_000
+    # One API key's share of the queue: its submits beyond this many of its own queued requests get a 429, so
+    # one key's flood cannot lock the others out (0: no share; requests without a key, auth off, are exempt).
+    max_queued_per_key: int = 1_000
     # Finished results and their files are removed after this long.
     retention_s: float = 7 * DAY_S
     sweep_interval_s: float = 60.0
@@ -66,6 +91,8 @@ class WebhookSettings:
     max_delay_s: float = 3600.0
     timeout_s: float = 15.0
     poll_interval_s: float = 0.5
+    # Deliveries one API process sends at once; a slow receiver holds one of them, never the others' webhooks.
+    concurrency: int = 16
 
 
 @dataclass(frozen=True)
@@ -90,6 +117,13 @@ class StorageSettings:
     s3_region: str | None = None
     s3_public_url: str | None = None
     s3_presign_seconds: int = 7 * 24 * 3600
+    # An upload URL (POST /storage/upload/initiate) is good for one PUT by anyone holding it, within this long.
+    upload_url_ttl_s: float = 3600.0
+    # Uploads one API key may hold at once (stored, or URLs issued and not yet expired); bytes are bounded by
+    # this times ApiSettings.max_upload_bytes. 0: no quota.
+    upload_quota: int = 100
+    # Uploaded files are removed this long after they were uploaded (outputs follow QueueSettings.retention_s).
+    upload_retention_s: float = DAY_S
 
 
 @dataclass(frozen=True)

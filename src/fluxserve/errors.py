@@ -26,6 +26,11 @@ class Unavailable(FluxserveError):
         self.error_type = error_type
 
 
+class StoreBusy(FluxserveError):
+    """The job store stayed locked (another process's transaction) past its retry budget: this one operation
+    failed, and the caller goes on (a worker keeps its process and claims again later)."""
+
+
 class NotFound(FluxserveError):
     """No job, file or endpoint of that name."""
 

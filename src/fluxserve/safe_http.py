@@ -54,6 +54,7 @@ _EXTRA_NON_PUBLIC: tuple[tuple[IPNetwork, str], ...] = (
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # A hostname as DNS writes it (underscores occur in real names); anything else is refused, not guessed at.
 _HOSTNAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$")
+_HEX_LABEL = re.compile(r"^0x[0-9a-f]*$")
 # urllib silently drops tabs/newlines and strips control characters, which other parsers may not do.
 _FORBIDDEN_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 
@@ -273,7 +274,24 @@ def _host_of(parts: urllib.parse.SplitResult) -> str:
         raise InvalidUrl(f"invalid host name {host!r}") from exc
     if not _HOSTNAME.match(host):
         raise InvalidUrl(f"invalid host name {host!r}")
-    return host
+    literal = _ipv4_literal(host)
+    return host if literal is None else str(literal)
+
+
+def _ipv4_literal(host: str) -> ipaddress.IPv4Address | None:
+    """host as the IPv4 address it spells, if its last label is a number: `127.0.0.1.` (the root's trailing
+    dot), `127.1`, `0x7f.0.0.1`, `2130706433`. The system resolver answers these itself, without DNS, as
+    browsers and the WHATWG URL standard read them; so they are parsed here, checked like the plain literal
+    when the URL is validated (before any lookup), and connected to by address. Any other number-ended host
+    is invalid."""
+    name = host.removesuffix(".")
+    last = name.rsplit(".", 1)[-1]
+    if not (last.isdigit() or _HEX_LABEL.match(last)):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(name))
+    except OSError:
+        raise InvalidUrl(f"invalid IPv4 address {host!r}") from None
 
 
 def _port_of(parts: urllib.parse.SplitResult, scheme: str) -> int:

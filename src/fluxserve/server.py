@@ -18,12 +18,14 @@ import uvicorn
 
 from fluxserve import tls
 from fluxserve.api.app import create_app
-from fluxserve.config import Settings
+from fluxserve.config import ApiSettings, Settings
+from fluxserve.connection_limits import ConnectionLimits, protocol_class
 from fluxserve.queue.base import JobStore
 from fluxserve.queue.sqlite import SQLiteJobStore
 from fluxserve.storage.base import BlobStore
 from fluxserve.storage.local import LocalBlobStore
 from fluxserve.upkeep import Upkeep
+from fluxserve.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +34,35 @@ GRACEFUL_SHUTDOWN_S = 10
 
 
 class _QuietServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, tls_handshake_timeout_s: float) -> None:
+        super().__init__(config)
+        self.tls_handshake_timeout_s = tls_handshake_timeout_s
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         # Signals are handled once for the whole process (all listeners), not per listener.
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup for pre-bound sockets and no lifespan (how this server always runs), plus the
+        TLS handshake timeout uvicorn does not pass: asyncio's default lets a silent TLS client hold a socket
+        60 s, before the protocol (and so the header deadline and the connection cap) ever sees it."""
+        assert sockets is not None, "ApiServer binds its sockets itself"
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+
+        loop = asyncio.get_running_loop()
+        tls_options = {"ssl": config.ssl, "ssl_handshake_timeout": self.tls_handshake_timeout_s}
+        tls_options = tls_options if config.ssl else {}
+        self.servers = [
+            await loop.create_server(create_protocol, sock=sock, backlog=config.backlog, **tls_options)
+            for sock in sockets
+        ]
+        self.started = True
 
 
 @dataclass
@@ -111,7 +138,7 @@ def webhook_dispatcher(settings: Settings, store: Any) -> Any:
     )  # fmt: skip
     signer = WebhookSigner.load_or_create(settings.webhook_key_path)
     client = SafeClient(policy.client_policy(url_policy(settings)))  # a webhook's own, shorter time limit
-    return WebhookDispatcher(store, client, signer, policy, hooks.poll_interval_s)
+    return WebhookDispatcher(store, client, signer, policy, hooks.poll_interval_s, concurrency=hooks.concurrency)
 
 
 def own_origins(settings: Settings) -> tuple[str, ...]:
@@ -122,6 +149,13 @@ def own_origins(settings: Settings) -> tuple[str, ...]:
     if api.tls_port:
         origins += [f"https://{h}:{api.tls_port}" for h in hosts]
     return tuple(origins) + ((api.public_url,) if api.public_url else ())
+
+
+def connection_limits(api: ApiSettings) -> ConnectionLimits:
+    return ConnectionLimits(
+        header_timeout_s=api.header_timeout_s, idle_timeout_s=api.idle_timeout_s,
+        max_connections=api.max_connections,
+    )  # fmt: skip
 
 
 def image_fetcher(settings: Settings, blobs: Any) -> Any:
@@ -137,8 +171,13 @@ class ApiServer:
         self.store = open_store(settings)
         self.blobs = open_blobs(settings)
         self.dispatcher = webhook_dispatcher(settings, self.store)
-        self.app = create_app(settings.api, settings.queue, self.store, self.blobs, self.dispatcher.signer)
-        self.upkeep = Upkeep(self.store, self.blobs, settings.queue)
+        uploads = Uploads(self.blobs, settings.storage)  # one per process: its lock makes the quota exact here
+        self.app = create_app(settings.api, settings.queue, self.store, self.blobs, self.dispatcher.signer,
+                              uploads=uploads, webhook_targets=self.dispatcher.targets)  # fmt: skip
+        self.upkeep = Upkeep(self.store, self.blobs, settings.queue, uploads=uploads)
+        self.limits = connection_limits(settings.api)
+        # One protocol class for every listener: the connection cap counts the whole process.
+        self.protocol = protocol_class(self.limits)
         self.listeners = self._bind_listeners()
 
     def _listener(self, **ssl: Any) -> _QuietServer:
@@ -147,9 +186,12 @@ class ApiServer:
             lifespan="off",  # two listeners share one app; resources are owned here, not by the app
             log_level="warning",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            http=self.protocol,
+            ws="none",  # no websocket routes; an upgrade would also leave the connection count
+            timeout_keep_alive=self.limits.idle_timeout_s,  # type: ignore[arg-type]
             **ssl,
         )
-        return _QuietServer(config)
+        return _QuietServer(config, tls_handshake_timeout_s=self.limits.header_timeout_s)
 
     def _bind_listeners(self) -> list[Listener]:
         api = self.settings.api

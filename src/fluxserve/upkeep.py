@@ -1,5 +1,6 @@
 """Background upkeep of the job store, run by every API process (all of it is safe to run concurrently):
-fail jobs past their start deadline, requeue jobs whose worker died, and remove results past retention."""
+fail jobs past their start deadline, requeue jobs whose worker died, and remove results and uploads past
+retention."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fluxserve.background import Periodic
 from fluxserve.config import QueueSettings
 from fluxserve.queue.base import JobStore
 from fluxserve.storage.base import BlobStore
+from fluxserve.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,10 @@ class Upkeep:
         blobs: BlobStore,
         settings: QueueSettings,
         clock: Callable[[], float] = time.time,
+        uploads: Uploads | None = None,
     ) -> None:
         self.store, self.blobs, self.settings, self.clock = store, blobs, settings, clock
+        self.uploads = uploads
         self._last_sweep = float("-inf")
         self.loop = Periodic("upkeep", TICK_S, self.tick)
         self.start, self.stop = self.loop.start, self.loop.stop
@@ -45,4 +49,9 @@ class Upkeep:
             self.blobs.delete(key)
         if keys:
             log.info("retention: removed %d files", len(keys))
+        if self.uploads is not None:
+            # On the uploads' own schedule (StorageSettings.upload_retention_s), checked as often as results.
+            removed = self.uploads.sweep()
+            if removed:
+                log.info("retention: removed %d uploads", removed)
         return len(keys)

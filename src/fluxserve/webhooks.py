@@ -14,6 +14,7 @@ did and whether another one makes sense.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -29,8 +30,20 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from httpcore import ConnectError
 
-from fluxserve.safe_http import FetchError, InvalidUrl, SafeClient, UnsafeUrl, UrlPolicy
+from fluxserve.errors import InputError
+from fluxserve.safe_http import (
+    FetchError,
+    GuardedBackend,
+    InvalidUrl,
+    Resolver,
+    SafeClient,
+    UnsafeUrl,
+    UrlPolicy,
+    parse_url,
+    system_resolver,
+)
 
 HEADER_REQUEST_ID = "X-Fal-Webhook-Request-Id"
 HEADER_USER_ID = "X-Fal-Webhook-User-Id"
@@ -332,3 +345,44 @@ def _attempt_from_status(number: int, at: float, status: int, duration_s: float)
     ok = 200 <= status <= 299
     error = None if ok else f"receiver answered HTTP {status}"
     return Attempt(number, at, status, error, duration_s, final=not is_retryable(status))
+
+
+# --- the target, checked at submit ---------------------------------------------------------------------
+
+
+class WebhookTargets:
+    """The submit-time check of `fal_webhook`, under the same UrlPolicy (and resolver) the dispatcher delivers
+    with: a target that delivery would refuse is a 422 at submit, not a webhook that silently never comes.
+
+    Delivery checks again, after its own resolution, so a name re-pointed in between is still refused then.
+    A name that does not resolve now is let through: DNS may be down for a moment, and delivery retries."""
+
+    def __init__(self, policy: UrlPolicy, resolver: Resolver = system_resolver) -> None:
+        self.policy = policy
+        # Only its address checks are used here: it never connects.
+        self._addresses = GuardedBackend(policy, resolver)
+
+    def check(self, url: str | None) -> str | None:
+        """url, unchanged, if the policy lets a webhook reach it; else InputError naming fal_webhook."""
+        if url is None:
+            return None
+        try:
+            target = parse_url(url, self.policy)
+            self._addresses.checked_addresses(target.host, target.port)
+        except InvalidUrl as exc:
+            message = f"not a URL a webhook can be sent to: {exc}"
+            raise InputError("fal_webhook", message, "url_parsing", "query") from None
+        except UnsafeUrl as exc:
+            raise InputError("fal_webhook", str(exc), "url_not_allowed", "query") from None
+        except ConnectError:
+            pass  # does not resolve right now: see the class docstring
+        return url
+
+
+async def checked_webhook_target(targets: WebhookTargets | None, url: str | None) -> str | None:
+    """For the submit route: the target checked off the event loop (resolving a name may take a while). With
+    no targets configured (an app built without a server), the default policy: public addresses only."""
+    if url is None:
+        return None
+    return await asyncio.to_thread((targets or WebhookTargets(UrlPolicy())).check, url)
+

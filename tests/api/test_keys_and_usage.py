@@ -128,3 +128,48 @@ def test_one_key_flooding_the_queue_does_not_starve_another(secured):
     started = sorted((server.store.get(i) for i in [*a, b] if server.store.get(i).started_at),
                      key=lambda j: j.started_at)  # fmt: skip
     assert [j.id for j in started].index(b) <= 2, "B's job starts within the next few jobs"
+
+
+def test_with_auth_on_ready_needs_a_key_metrics_an_admin_key_and_health_nothing(secured):
+    server, keys = secured
+    with server.client() as http:
+        assert http.get("/health").status_code == 200
+        for path in ("/ready", "/metrics"):
+            r = http.get(path)
+            assert r.status_code == 401 and r.json()["detail"], path
+            assert http.get(path, headers=keys["gone"][1]).status_code == 401, path
+        assert http.get("/ready", headers=keys["alice"][1]).status_code in (200, 503)
+        forbidden = http.get("/metrics", headers=keys["alice"][1])
+        assert forbidden.status_code == 403 and "admin" in forbidden.json()["detail"]
+        scraped = http.get("/metrics", headers=keys["ops"][1])
+        assert scraped.status_code == 200 and "fluxserve_http_requests_total" in scraped.text
+
+
+@pytest.fixture
+def rate_limited(tmp_path):
+    # One token every 10 s, two at once: the third quick submit of a key is refused.
+    settings = make_settings(tmp_path, auth=True, submit_rate=0.1, submit_burst=2)
+    server = start_live_server(settings, FakeEngine())
+    keys = {}
+    for name in ("alice", "bob"):
+        key, credential = new_key(name)
+        server.store.create_key(key)
+        keys[name] = {"authorization": f"Key {credential}"}
+    yield server, keys
+    server.stop()
+
+
+def test_submits_beyond_a_keys_rate_get_a_429_with_retry_after_and_other_keys_are_not_affected(rate_limited):
+    server, keys = rate_limited
+    body = {"prompt": "x", "image_size": "square"}
+    with server.client() as http:
+        assert http.post("/queue" + RUN, json=body, headers=keys["alice"]).status_code == 200
+        sync = http.post(RUN, json=body, headers=keys["alice"])
+        assert sync.status_code == 200, "the run and queue endpoints share a key's bucket"
+        refused = http.post("/queue" + RUN, json=body, headers=keys["alice"])
+        assert refused.status_code == 429 and refused.json()["error_type"] == "rate_limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 10 and refused.headers["x-fal-error-type"]
+        assert http.post(RUN, json=body, headers=keys["alice"]).status_code == 429
+        assert http.post(RUN, json=body, headers=keys["bob"]).status_code == 200, "bob has his own bucket"
+        status = http.get("/usage", headers=keys["alice"])
+        assert status.status_code == 200, "only submits are limited"

@@ -1,5 +1,6 @@
 """The web playground in a real headless Chromium (Debian's, driven by Playwright): generate, see the image,
-see a 422 next to its field. Never skipped: `make test` installs Chromium and playwright-core."""
+see a 422 next to its field; an uploaded page cannot read its key; /docs works under its CSP. Never skipped:
+`make test` installs Chromium and playwright-core."""
 
 from __future__ import annotations
 
@@ -36,4 +37,10 @@ def test_playground_in_chromium(fake_server):
     assert seen["fieldError"] == "Input should be less than or equal to 12"
     assert seen["reduxFields"][0] == "image_url"
     assert seen["external"] == [], "every asset comes from fluxserve"
+    assert seen["keyInSessionStorage"] == "fsk_victim:the-secret" and seen["keyInLocalStorage"] is None
+    assert set(seen["attackUrls"]) == {"html", "svg"}
+    assert seen["stolen"] == [], "an uploaded page ran script on the playground's origin"
+    assert seen["downloads"] == 2, "uploaded HTML and SVG arrive as downloads, never as pages"
+    assert seen["docsFetchedSpec"], "Swagger UI ran under its CSP and fetched /openapi.json"
+    assert seen["cspViolations"] == [], "the playground and /docs run within their own policies"
     assert screenshot.stat().st_size > 10_000

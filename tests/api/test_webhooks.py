@@ -123,17 +123,80 @@ def test_a_4xx_answer_is_final(fake_server, receiver_factory):
     assert attempt["status_code"] == 404 and attempt["final"]
 
 
-def test_unsafe_webhook_targets_are_refused_not_contacted(fake_server, receiver_factory):
-    """10.0.0.1 is private and not allowed by the test settings (loopback only): refused before connecting."""
+@pytest.mark.parametrize("target", [
+    "http://10.0.0.1/hook",  # private
+    "http://[::1]:9/hook",  # loopback, outside the test settings' 127.0.0.0/8
+    "http://169.254.169.254/latest/meta-data",  # link-local (cloud metadata)
+])  # fmt: skip
+def test_a_target_the_url_policy_refuses_fails_at_submit(fake_server, target):
+    """Not accepted and then never delivered: a 422 naming fal_webhook, before anything is queued. Only IP
+    literals here, so nothing is resolved and nothing is contacted."""
+    with fake_server.client() as http:
+        started = time.monotonic()
+        response = http.post(SUBMIT, json={"prompt": "x"}, params={"fal_webhook": target})
+        elapsed = time.monotonic() - started
+    assert response.status_code == 422, response.text
+    (item,) = response.json()["detail"]
+    assert item["loc"] == ["query", "fal_webhook"] and item["msg"]
+    assert elapsed < 2 and fake_server.store.count_queued() == 0
+
+
+class SlowReceiver(Receiver):
+    """Answers every POST after delay_s (the handler is threaded: each request waits on its own)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__([])
+        handler = self.server.RequestHandlerClass
+        original = handler.do_POST
+
+        def slow_post(request: BaseHTTPRequestHandler) -> None:
+            self.arrived.set()
+            time.sleep(delay_s)
+            original(request)
+
+        self.arrived = threading.Event()
+        handler.do_POST = slow_post  # type: ignore[method-assign]
+
+
+def test_a_slow_receiver_delays_only_itself(fake_server, receiver_factory):
+    slow = SlowReceiver(delay_s=3)
+    fast = receiver_factory()
+    try:
+        with fake_server.client() as http:
+            http.post(SUBMIT, json={"prompt": "slow", "image_size": "square"}, params={"fal_webhook": slow.url})
+            assert slow.arrived.wait(10), "the slow receiver was never called"
+            handle = http.post(SUBMIT, json={"prompt": "fast", "image_size": "square"},
+                               params={"fal_webhook": fast.url}).json()  # fmt: skip
+            submitted = time.monotonic()
+            fast.wait_for(1, timeout=10)
+            waited = time.monotonic() - submitted
+        assert json.loads(fast.received[0][1])["request_id"] == handle["request_id"]
+        assert waited < 1.5, f"the fast hook waited {waited:.1f} s behind the slow one"
+    finally:
+        slow.close()
+
+
+def test_every_attempt_is_in_the_status_logs(fake_server, receiver_factory):
+    """Attempts are log lines of the request (status?logs=1): what fal's clients already show, for every
+    endpoint, with only the target's origin (its path may carry the receiver's secret)."""
+    receiver = receiver_factory([503])
     with fake_server.client() as http:
         handle = http.post(SUBMIT, json={"prompt": "x", "image_size": "square"},
-                           params={"fal_webhook": "http://10.0.0.1/hook"}).json()  # fmt: skip
-        deadline = time.monotonic() + 10
-        while not (attempts := fake_server.store.webhook_attempts(handle["request_id"])):
-            assert time.monotonic() < deadline
+                           params={"fal_webhook": receiver.url}).json()  # fmt: skip
+        receiver.wait_for(2)
+        deadline = time.monotonic() + 5
+        while True:
+            logs = http.get(handle["status_url"], params={"logs": 1}).json()["logs"]
+            lines = [line for line in logs if line["message"].startswith("webhook")]
+            if len(lines) == 2 or time.monotonic() > deadline:
+                break
             time.sleep(0.02)
-    (attempt,) = attempts
-    assert attempt["final"] and attempt["status_code"] is None and "10.0.0.1" in attempt["error"]
+    origin = receiver.url.split("/hook")[0]
+    assert [line["message"] for line in lines] == [
+        f"webhook attempt 1 to {origin}: HTTP 503; retrying in 0.2 s",
+        f"webhook attempt 2 to {origin}: HTTP 200; delivered",
+    ]
+    assert [line["level"] for line in lines] == ["WARNING", "INFO"]
 
 
 def test_cancel_is_not_blocked_by_a_slow_receiver(fake_server, fake_engine, receiver_factory):

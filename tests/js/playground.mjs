@@ -1,5 +1,7 @@
 // The playground in headless Chromium: type a prompt, generate, see the image; then a bad value shows its 422
-// next to the field. Prints one JSON line; writes a screenshot.  node playground.mjs BASE_URL SCREENSHOT
+// next to the field; then uploaded HTML and SVG opened in the playground's own tab must not run (they would read
+// its key); /docs renders under its CSP. Prints one JSON line; writes a screenshot.
+//   node playground.mjs BASE_URL SCREENSHOT
 import { chromium } from "playwright-core";
 
 const [base, screenshot] = process.argv.slice(2);
@@ -12,9 +14,16 @@ const observed = {};
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const external = [];
-  page.on("request", (r) => { if (!r.url().startsWith(base)) external.push(r.url()); });
+  const stolen = [];
+  const cspViolations = [];
+  page.on("request", (r) => {
+    if (!r.url().startsWith(base)) external.push(r.url());
+    if (r.url().includes("/stolen")) stolen.push(r.url());
+  });
+  page.on("console", (m) => { if (m.text().includes("Content Security Policy")) cspViolations.push(m.text()); });
   await page.goto(base + "/");
   await page.waitForSelector("#f-prompt");
+  await page.fill("#api-key", "fsk_victim:the-secret");
   observed.fields = await page.$$eval("#form .field", (rows) => rows.map((r) => r.dataset.field));
   observed.stepsDefault = await page.inputValue("#f-num_inference_steps");
   await page.fill("#f-prompt", "a lighthouse at dusk");
@@ -34,6 +43,39 @@ try {
   observed.fieldError = await page.textContent('.field[data-field="num_inference_steps"] .error');
   await page.click('#endpoints button[data-app="fal-ai/flux/schnell/redux"]');
   observed.reduxFields = await page.$$eval("#form .field", (rows) => rows.map((r) => r.dataset.field));
+  observed.playgroundCspViolations = [...cspViolations];
+  observed.keyInLocalStorage = await page.evaluate(() => localStorage.getItem("fluxserve-key"));
+  observed.keyInSessionStorage = await page.evaluate(() => sessionStorage.getItem("fluxserve-key"));
+  // An attacker's uploads, as /files/upload and the upload URL flow store them; each would send the key away.
+  const steal = "fetch('/stolen?k=' + encodeURIComponent(sessionStorage.getItem('fluxserve-key') + '|' + "
+    + "localStorage.getItem('fluxserve-key')))";
+  const attacks = {
+    html: ["text/html", "x.html", `<!doctype html><script>${steal}</script><p>hi</p>`],
+    svg: ["image/svg+xml", "x.svg", `<svg xmlns="http://www.w3.org/2000/svg" onload="${steal}"><script>${steal}</script></svg>`],
+  };
+  observed.attackUrls = {};
+  observed.downloads = 0;
+  page.on("download", () => { observed.downloads += 1; });
+  for (const [kind, [type, name, body]] of Object.entries(attacks)) {
+    const url = await page.evaluate(async ([type, name, body]) => {
+      const r = await fetch("/files/upload", { method: "POST", body, headers: { "Content-Type": type, "X-Fal-File-Name": name } });
+      return (await r.json()).access_url;
+    }, [type, name, body]);
+    observed.attackUrls[kind] = url;
+    try { await page.goto(url); } catch (e) { /* a download aborts the navigation: the page never renders */ }
+    await page.waitForTimeout(300);
+    await page.goto(base + "/"); // back to the playground's origin and tab for the next one
+    await page.waitForSelector("#f-prompt");
+  }
+  observed.stolen = stolen;
+  await page.goto(base + "/docs");
+  // Swagger UI's bundle and its inline start-up script ran, and it fetched and read /openapi.json.
+  const docsRequests = [];
+  page.on("request", (r) => docsRequests.push(new URL(r.url()).pathname));
+  await page.reload();
+  await page.waitForSelector(".swagger-ui .info, .swagger-ui .errors-wrapper, .swagger-ui .version-pragma", { timeout: 20000 });
+  observed.docsFetchedSpec = docsRequests.includes("/openapi.json");
+  observed.cspViolations = cspViolations;
   observed.external = external;
 } finally {
   await browser.close();

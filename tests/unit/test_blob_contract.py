@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,7 +14,9 @@ from fluxserve.errors import NotFound
 from fluxserve.storage.local import LocalBlobStore
 from fluxserve.storage.s3 import S3BlobStore, S3Settings, parse_s3_url
 
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # not a real image: stores must not care
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # a PNG signature, not a real image: stores must not care
+JPEG = b"\xff\xd8\xffjpeg"
+HTML = b"<!doctype html><script>alert(1)</script>"
 INVALID_KEYS = ["../x", "a/b.png", "", "../" + "a" * 32 + ".png", "A" * 32 + ".png", "a" * 32 + ".png/x"]
 BASE_URL = "http://api.example:8080/"
 
@@ -31,9 +34,57 @@ def unused_key(extension: str = "png") -> str:
 
 def test_put_then_read_returns_bytes_and_content_type(blobs):
     png = blobs.put(PNG, "image/png", "png")
-    jpeg = blobs.put(b"\xff\xd8jpeg", "image/jpeg", "jpeg")
+    jpeg = blobs.put(JPEG, "image/jpeg", "jpeg")
     assert blobs.read(png) == (PNG, "image/png")
-    assert blobs.read(jpeg) == (b"\xff\xd8jpeg", "image/jpeg")
+    assert blobs.read(jpeg) == (JPEG, "image/jpeg")
+
+
+def test_the_content_type_comes_from_the_bytes_never_the_name(blobs):
+    disguised = unused_key("png")
+    blobs.put_at(disguised, HTML)
+    assert blobs.read(disguised) == (HTML, "application/octet-stream")
+    assert blobs.read(blobs.put(PNG, "text/html", "html"))[1] == "image/png"
+
+
+def test_put_new_never_overwrites(blobs):
+    key = unused_key()
+    assert blobs.put_new(key, PNG) is True
+    assert blobs.put_new(key, HTML) is False
+    assert blobs.read(key) == (PNG, "image/png")
+    output = blobs.put(JPEG, "image/jpeg", "jpeg")
+    assert blobs.put_new(output, HTML) is False and blobs.read(output)[0] == JPEG
+
+
+def test_records_are_written_listed_and_deleted(blobs):
+    blobs.put_record("uploads/abc/one.png.grant", b"1")
+    blobs.put_record("uploads/abc/two.png.done", b"")
+    blobs.put_record("uploads/xyz/three.png.done", b"3")
+    blobs.put_record("uploads/abc/one.png.grant", b"replaced")
+    assert blobs.read_record("uploads/abc/one.png.grant") == b"replaced"
+    assert blobs.read_record("uploads/abc/missing.grant") is None
+    names = sorted(name for name, _ in blobs.list_records("uploads/abc/"))
+    assert names == ["uploads/abc/one.png.grant", "uploads/abc/two.png.done"]
+    assert len(blobs.list_records("uploads/")) == 3
+    assert all(abs(written - time.time()) < 60 for _, written in blobs.list_records("uploads/"))
+    blobs.delete_record("uploads/abc/one.png.grant")
+    blobs.delete_record("uploads/abc/one.png.grant")  # idempotent
+    assert [name for name, _ in blobs.list_records("uploads/abc/")] == ["uploads/abc/two.png.done"]
+
+
+BAD_RECORD_NAMES = ["../x", "uploads/../x", "a", "/abs/x", "UP/x", "uploads//x", "uploads/.hidden"]
+
+
+@pytest.mark.parametrize("name", BAD_RECORD_NAMES)
+def test_record_names_cannot_escape(blobs, name):
+    with pytest.raises(ValueError):
+        blobs.put_record(name, b"x")
+
+
+def test_records_are_never_reachable_as_blobs(blobs):
+    blobs.put_record("uploads/abc/k.grant", b"secret")
+    for key in (".records", ".records/uploads/abc/k.grant", "uploads/abc/k.grant"):
+        with pytest.raises(NotFound):
+            blobs.read(key)
 
 
 def test_keys_are_unique_and_carry_the_extension(blobs):
@@ -43,9 +94,9 @@ def test_keys_are_unique_and_carry_the_extension(blobs):
 
 def test_put_at_stores_under_the_given_key(blobs):
     key = unused_key("jpeg")
-    blobs.put_at(key, b"uploaded")
-    assert blobs.read(key) == (b"uploaded", "image/jpeg")
-    blobs.put_at(key, b"replaced")  # an upload retried with the same key overwrites
+    blobs.put_at(key, JPEG)
+    assert blobs.read(key) == (JPEG, "image/jpeg")
+    blobs.put_at(key, b"replaced")  # put_at overwrites (uploads use put_new)
     assert blobs.read(key)[0] == b"replaced"
 
 
@@ -107,6 +158,17 @@ def test_presigned_url_serves_the_object(s3_blobs, s3_server):
     response = httpx.get(url, trust_env=False)
     assert response.status_code == 200
     assert response.content == PNG and response.headers["content-type"] == "image/png"
+
+
+def test_bucket_serves_non_images_as_downloads_typed_by_their_bytes(s3_blobs):
+    html, png = unused_key("png"), unused_key("html")
+    s3_blobs.put_at(html, HTML)
+    s3_blobs.put_at(png, PNG)
+    served = httpx.get(s3_blobs.url(html, BASE_URL), trust_env=False)
+    assert served.headers["content-type"] == "application/octet-stream"
+    assert served.headers["content-disposition"] == "attachment"
+    image = httpx.get(s3_blobs.url(png, BASE_URL), trust_env=False)
+    assert image.headers["content-type"] == "image/png" and "content-disposition" not in image.headers
 
 
 def test_presign_lifetime_is_configurable(s3_settings):

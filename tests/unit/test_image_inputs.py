@@ -11,7 +11,9 @@ from PIL import Image
 from fluxserve.image_inputs import (
     ImageFetcher,
     ImageInputError,
+    check_data_uri_size,
     check_image_url,
+    data_uri_size,
     decode_data_uri,
     decode_image,
     own_file_key,
@@ -102,3 +104,18 @@ def test_a_dns_answer_that_changes_after_the_check_is_never_used():
     with pytest.raises(OSError):
         backend.connect_tcp("rebind.example", 80)
     assert connected == ["93.184.216.34"], "connected to the checked address, not a second lookup"
+
+
+@pytest.mark.parametrize("size", range(0, 13))
+def test_a_data_uris_size_is_known_from_its_length(size):
+    payload = bytes(range(size))
+    assert data_uri_size("data:image/png;base64," + base64.b64encode(payload).decode()) == size
+    assert data_uri_size("data:application/octet-stream," + "".join(f"%{b:02x}" for b in payload)) == size
+
+
+def test_a_data_uri_over_the_cap_is_refused_without_decoding():
+    uri = "data:image/png;base64," + "A" * 40_000_000  # 30 MB decoded; measured, never decoded
+    with pytest.raises(ImageInputError, match="30000000 bytes, larger than the 20971520 byte limit"):
+        check_data_uri_size(uri, 20 * 1024 * 1024)
+    check_data_uri_size("https://example.invalid/x.png", 1)  # not a data: URI: fetched and capped later
+    assert data_uri_size("https://example.invalid/x.png") is None

@@ -182,6 +182,8 @@ def test_bad_policies_fail_when_built():
         "http://example.com\\@10.0.0.1/",
         "http://[::1/",
         "http://bad%host/",
+        "http://example.123/",  # ends in a number, so an IPv4 address, and not a valid one
+        "http://1.2.3.4.5/",
     ],
 )
 def test_malformed_or_unsupported_urls_are_invalid(url):
@@ -197,6 +199,32 @@ def test_unsafe_ip_literals_are_refused_without_dns_or_connecting():
             client.get(url)
         with pytest.raises(UnsafeUrl):
             client.post(url, b"{}", {})
+
+
+# The root's trailing dot and the legacy spellings getaddrinfo answers itself: IP literals, never DNS names.
+ODD_LITERALS = ["http://127.0.0.1./", "https://169.254.169.254./latest/meta-data", "http://10.0.0.1.:8080/",
+                "http://127.1/", "http://0x7f.0.0.1/", "http://2130706433/",
+                "http://0177.0.0.1./"]  # fmt: skip
+
+
+@pytest.mark.parametrize("url", ODD_LITERALS)
+def test_odd_spellings_of_ip_literals_are_parsed_and_refused_without_dns(url):
+    with pytest.raises(UnsafeUrl):
+        validate_url(url, UrlPolicy())
+    client = SafeClient(UrlPolicy(), resolver=no_dns, backend=FailingBackend())
+    with pytest.raises(UnsafeUrl):
+        client.get(url)
+    with pytest.raises(UnsafeUrl):
+        client.post(url, b"{}", {})
+
+
+def test_odd_spellings_of_ip_literals_are_allowed_like_the_plain_literal():
+    assert validate_url("http://127.0.0.1.:8080/x", UrlPolicy(allowed_networks=LOOPBACK)).host == "127.0.0.1"
+    assert validate_url("http://127.1/", UrlPolicy(allow_private=True)).url == "http://127.0.0.1/"
+    recorder = RecordingBackend()
+    with pytest.raises(Sentinel):
+        SafeClient(UrlPolicy(), resolver=no_dns, backend=recorder).get("http://8.8.8.8./")
+    assert recorder.calls == [("8.8.8.8", 80)], "connected by address, with no lookup"
 
 
 def test_url_parts_are_normalised():

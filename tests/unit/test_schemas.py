@@ -109,3 +109,23 @@ def test_output_requires_every_spec_field():
     for key in sample:
         with pytest.raises(ValidationError):
             Output.model_validate({k: v for k, v in sample.items() if k != key})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_images", "2"), ("num_images", 2.0), ("num_images", True),
+        ("num_inference_steps", "4"), ("seed", "7"), ("seed", False), ("seed", 7.0),
+        ("sync_mode", "true"), ("sync_mode", 1), ("enable_safety_checker", "yes"),
+        ("guidance_scale", "3.5"), ("guidance_scale", True),
+    ],
+)  # fmt: skip
+def test_types_are_strict_as_on_fal(field, value):
+    (err,) = errors_for(prompt="x", **{field: value})
+    assert err["loc"][0] == field
+
+
+def test_custom_size_sides_are_strict_integers():
+    (err,) = errors_for(prompt="x", image_size={"width": 512.0, "height": 512})
+    assert err["loc"] == ("image_size", "custom", "width")
+    assert SchnellInput(prompt="x", guidance_scale=4).guidance_scale == 4.0  # an integer is still a number

@@ -379,3 +379,116 @@ def test_a_key_at_its_concurrency_limit_waits(store, clock):
     assert store.get(a2.id).status is JobStatus.QUEUED
     store.complete(a1.id, {})
     assert store.claim("w3", 10, max_per_key=1).id == a2.id
+
+
+# -- admission: the queue caps are checked in the insert's own transaction ---------------------------------
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def handles(request, tmp_path, clock):
+    """Opens any number of handles on one store, each with its own connection, as separate API nodes would."""
+    from fluxserve.queue.redis import RedisJobStore
+
+    opened = []
+    namespace = f"test-{uuid.uuid4().hex}:"
+
+    def open_handle():
+        if request.param == "sqlite":
+            handle = SQLiteJobStore.open(tmp_path / "jobs.sqlite3", clock=clock)
+        else:
+            url = request.getfixturevalue("redis_server").url
+            handle = RedisJobStore.open(url, namespace=namespace, clock=clock)
+        opened.append(handle)
+        return handle
+
+    yield open_handle
+    for handle in opened:
+        handle.close()
+
+
+def race_submits(handles, jobs, admission):
+    """Submit every job at once, each from its own thread, spread over the handles: {job id: QueueFull}."""
+    from fluxserve.queue.base import QueueFull
+
+    barrier = threading.Barrier(len(jobs))
+    refused: dict[str, QueueFull] = {}
+
+    def one(index, job):
+        barrier.wait()
+        try:
+            handles[index % len(handles)].submit(job, admission)
+        except QueueFull as exc:
+            refused[job.id] = exc
+
+    threads = [threading.Thread(target=one, args=(i, job)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return refused
+
+
+def test_the_queue_cap_holds_exactly_under_racing_submits(handles):
+    from fluxserve.queue.base import Admission
+
+    nodes = [handles() for _ in range(6)]
+    jobs = [Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC) for _ in range(60)]
+    refused = race_submits(nodes, jobs, Admission(max_queued=10))
+    assert len(refused) == 50 and nodes[0].count_queued() == 10, "check and insert are one transaction"
+    assert {(exc.scope, exc.limit) for exc in refused.values()} == {("queue", 10)}
+    assert all(nodes[0].get(job_id) is None for job_id in refused), "a refused submit stores nothing"
+
+
+def test_one_keys_share_holds_under_racing_submits_and_leaves_room_for_others(handles):
+    from fluxserve.queue.base import Admission
+
+    nodes = [handles() for _ in range(4)]
+    admission = Admission(max_queued=100, max_queued_per_key=5)
+    flood = [Job(id=new_job_id(), app="a", spec=SPEC, key_id="A") for _ in range(30)]
+    refused = race_submits(nodes, flood, admission)
+    assert len(refused) == 25 and {(e.scope, e.limit) for e in refused.values()} == {("key", 5)}
+    nodes[0].submit(Job(id=new_job_id(), app="a", spec=SPEC, key_id="B"), admission)
+    nodes[0].submit(Job(id=new_job_id(), app="a", spec=SPEC), admission)  # no key (auth off): no share
+    assert nodes[0].count_queued() == 7
+
+
+def test_a_keys_share_counts_only_its_queued_jobs(store, clock):
+    from fluxserve.queue.base import Admission, QueueFull
+
+    admission = Admission(max_queued_per_key=2)
+
+    def keyed_submit():
+        job = Job(id=new_job_id(), app="a", spec=SPEC, key_id="A")
+        store.submit(job, admission)
+        return job
+
+    first, second = keyed_submit(), keyed_submit()
+    with pytest.raises(QueueFull):
+        keyed_submit()
+    store.claim("w", lease_s=5)  # `first` runs: it no longer waits, so A has room for one more
+    third = keyed_submit()
+    with pytest.raises(QueueFull):
+        keyed_submit()
+    store.cancel(second.id)
+    keyed_submit()
+    clock.advance(6)
+    assert store.requeue_expired() == [first.id]  # back in the queue: A is over its share, nothing is dropped
+    assert store.get(first.id).status is JobStatus.QUEUED and store.get(third.id).status is JobStatus.QUEUED
+    with pytest.raises(QueueFull):
+        keyed_submit()
+
+
+def test_a_resubmitted_id_is_a_no_op_even_when_the_queue_is_full(store):
+    from fluxserve.queue.base import Admission
+
+    job = submit(store)
+    store.submit(job, Admission(max_queued=1, max_queued_per_key=1))
+    assert store.count_queued() == 1
+
+
+def test_a_cap_of_zero_admits_nothing(store):
+    from fluxserve.queue.base import Admission, QueueFull
+
+    with pytest.raises(QueueFull) as refused:
+        store.submit(Job(id=new_job_id(), app="a", spec=SPEC), Admission(max_queued=0))
+    assert refused.value.scope == "queue" and store.count_queued() == 0

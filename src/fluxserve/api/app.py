@@ -7,17 +7,19 @@ from typing import Any
 from fastapi import FastAPI
 
 import fluxserve
-from fluxserve.api import errors
+from fluxserve.api import body_limits, errors, rate_limit, security_headers
 from fluxserve.api.changes import ChangeFeed
 from fluxserve.api.deps import Services
 from fluxserve.api.routes import docs, files, metrics, ops, playground, queue, run, storage, usage
 from fluxserve.config import ApiSettings, QueueSettings
 from fluxserve.queue.base import JobStore
 from fluxserve.storage.base import BlobStore
+from fluxserve.uploads import Uploads
 
 
 def create_app(
-    api: ApiSettings, queue_settings: QueueSettings, store: JobStore, blobs: BlobStore, signer: Any = None
+    api: ApiSettings, queue_settings: QueueSettings, store: JobStore, blobs: BlobStore, signer: Any = None,
+    *, uploads: Uploads, webhook_targets: Any = None,
 ) -> FastAPI:
     app = FastAPI(
         title="fluxserve",
@@ -28,9 +30,14 @@ def create_app(
     )
     changes = ChangeFeed(store)
     app.state.services = Services(
-        api=api, queue=queue_settings, store=store, blobs=blobs, signer=signer, changes=changes
+        api=api, queue=queue_settings, store=store, blobs=blobs, signer=signer, changes=changes,
+        webhook_targets=webhook_targets,
     )
+    app.state.uploads = uploads
     errors.install(app)
+    body_limits.install(app, api)  # innermost middleware: its 413s and 422s are counted and get headers
+    rate_limit.install(app)
+    security_headers.install(app)
     metrics.install(app, store)
     docs.install(app)
     playground.install(app)

@@ -12,7 +12,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.deps import Services, services
@@ -66,3 +66,16 @@ async def caller(request: Request, svc: Services = Depends(services)) -> Caller:
     if key is None or key.revoked or not hmac.compare_digest(key.secret_sha256, hash_secret(credentials[1])):
         raise Unauthorized("Invalid or revoked API key")
     return Caller(key_id=key.key_id, admin=key.admin)
+
+
+async def admin(who: Caller = Depends(caller)) -> Caller:
+    """An admin key (any caller with auth off). /metrics needs one: it counts every key's traffic."""
+    if not who.admin:
+        raise HTTPException(status_code=403, detail="This endpoint needs an admin key")
+    return who
+
+
+async def submitter(who: Caller = Depends(caller), svc: Services = Depends(services)) -> Caller:
+    """A caller about to submit a job: spends one of its key's tokens (api.rate_limit) or gets a 429."""
+    svc.submit_limits.check(who.key_id)
+    return who

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request
 
+from fluxserve.api.rate_limit import SubmitRateLimiter
 from fluxserve.config import ApiSettings, QueueSettings
 from fluxserve.queue.base import JobStore
 from fluxserve.storage.base import BlobStore
@@ -22,6 +23,15 @@ class Services:
     signer: Any = None
     # Wakes waiting requests when the store changes (api.changes.ChangeFeed).
     changes: Any = None
+    # Per-key submit rate limits (api.rate_limit); None: built from `api`.
+    submit_limits: Any = None
+    # Checks fal_webhook at submit under the delivery's URL policy (webhooks.WebhookTargets); None: public only.
+    webhook_targets: Any = None
+
+    def __post_init__(self) -> None:
+        if self.submit_limits is None:
+            limits = SubmitRateLimiter(self.api.submit_rate, self.api.submit_burst)
+            object.__setattr__(self, "submit_limits", limits)  # frozen: set once, here
 
 
 def services(request: Request) -> Services:

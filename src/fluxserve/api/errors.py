@@ -3,17 +3,56 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from fluxserve.errors import InputError, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
+# A 422 names what is wrong and never repeats the input: a reflected 25 MB body (or a NaN, which JSON cannot
+# carry) turned bad input into slow responses and 500s. A handful of errors is enough to fix a request.
+MAX_REPORTED_ERRORS = 10
+MAX_LOC_PART_CHARS = 64
+MAX_MSG_CHARS = 300
+
+
+def error_item(loc: Iterable[Any], msg: str, kind: str) -> dict[str, Any]:
+    """One fal/FastAPI error item: loc, msg and type only (no `input`, no `ctx`, which can hold the input)."""
+    parts = [part if isinstance(part, int) else str(part)[:MAX_LOC_PART_CHARS] for part in loc]
+    return {"loc": parts, "msg": str(msg)[:MAX_MSG_CHARS], "type": str(kind)[:MAX_LOC_PART_CHARS]}
+
+
+def validation_response(errors: Iterable[Mapping[str, Any]]) -> JSONResponse:
+    items = []
+    for error in errors:
+        if len(items) == MAX_REPORTED_ERRORS:
+            break
+        loc, msg, kind = error.get("loc", ("body",)), error.get("msg", ""), error.get("type", "value_error")
+        items.append(error_item(loc, msg, kind))
+    return JSONResponse({"detail": items}, status_code=422)
+
+
+async def request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return validation_response(exc.errors())
+
+
+def too_large(limit: int) -> JSONResponse:
+    """413 in fal's request-error shape. The body was not read to its end, so the connection is not reused."""
+    detail = f"Request body is larger than the {limit} byte limit of this route"
+    return JSONResponse(
+        {"detail": detail, "error_type": "request_too_large"},
+        status_code=413,
+        headers={"connection": "close", "x-fal-error-type": "request_too_large"},
+    )
+
 
 async def input_error(request: Request, exc: InputError) -> JSONResponse:
-    item = {"loc": [exc.location, exc.field], "msg": exc.message, "type": exc.kind}
+    item = error_item([exc.location, exc.field], exc.message, exc.kind)
     return JSONResponse({"detail": [item]}, status_code=422)
 
 
@@ -36,6 +75,7 @@ async def unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, request_validation)  # type: ignore[arg-type]
     app.add_exception_handler(InputError, input_error)  # type: ignore[arg-type]
     app.add_exception_handler(NotFound, not_found)  # type: ignore[arg-type]
     app.add_exception_handler(Unavailable, unavailable)  # type: ignore[arg-type]

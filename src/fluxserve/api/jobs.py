@@ -5,14 +5,17 @@ Shared by the synchronous route and the queue routes, so both speak exactly the 
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from typing import Any
 
+import anyio
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.deps import Services
 from fluxserve.jobs import GenerationSpec, Job, JobStatus, LogLine, new_job_id
+from fluxserve.queue.base import Admission
 
 REQUEST_ID_HEADER = "x-fal-request-id"
 
@@ -33,21 +36,33 @@ async def submit(
     start_timeout_s: float | None = None,
     webhook_url: str | None = None,
     key_id: str | None = None,
+    admission: Admission | None = None,
 ) -> Job:
+    """Raises queue.base.QueueFull (nothing stored) when the job does not fit under `admission`."""
     job = Job(id=new_job_id(), app=app_id, spec=spec, webhook_url=webhook_url, key_id=key_id)
     if start_timeout_s is not None:
         job.start_deadline = job.created_at + start_timeout_s
-    await run_in_threadpool(svc.store.submit, job)
+    await run_in_threadpool(svc.store.submit, job, admission)
     return job
 
 
-async def wait_for_terminal(svc: Services, job_id: str) -> Job:
-    """Re-read the job whenever the store changes (or every poll_interval_s at worst) until it ends."""
+async def wait_for_terminal(svc: Services, job_id: str, abandoned: asyncio.Event | None = None) -> Job | None:
+    """Re-read the job whenever the store changes (or every poll_interval_s at worst) until it ends.
+    None once `abandoned` is set: nobody waits for the answer any more (the client hung up)."""
     while True:
         job = await run_in_threadpool(svc.store.get, job_id)
         if job is not None and job.status.terminal:
             return job
+        if abandoned is not None and abandoned.is_set():
+            return None
         await svc.changes.wait(svc.queue.poll_interval_s)
+
+
+async def abandon(svc: Services, job_id: str) -> None:
+    """Cancel a job nobody will read: queued, it leaves the queue; running, the worker stops it between steps.
+    Shielded, so it still happens when the request's task is being cancelled (the reason we are here)."""
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(svc.store.cancel, job_id)
 
 
 def result_response(job: Job) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 from urllib.parse import urlsplit
 
@@ -26,10 +27,8 @@ def start_timeout(header: str | None) -> float | None:
         seconds = float(header)
     except ValueError:
         seconds = -1.0
-    if not seconds > 0:
-        raise InputError(
-            "x-fal-request-timeout", f"must be a positive number of seconds, got {header!r}", location="header"
-        )
+    if not 0 < seconds < math.inf:  # also refuses "nan" and "inf"; the value is not echoed back
+        raise InputError("x-fal-request-timeout", "must be a positive number of seconds", location="header")
     return seconds
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Union
 
-from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, Discriminator, Field, Strict, Tag, field_validator
 
 from fluxserve import sizing
 
@@ -20,11 +20,19 @@ class ImageSizePreset(str, enum.Enum):
     landscape_16_9 = "landscape_16_9"
 
 
+# fal's inputs are strict: an integer field refuses "2", 2.0 and true, a boolean refuses "true" and 1, a
+# number refuses "3.5" (an integer is still a number). Enums stay lax: FastAPI validates parsed JSON in Python
+# mode, where a strict enum would refuse its own value.
+StrictInt = Annotated[int, Strict()]
+StrictBool = Annotated[bool, Strict()]
+StrictFloat = Annotated[float, Strict()]
+
+
 class ImageSize(BaseModel):
     """A custom size, as fal's ImageSize. FLUX rounds each side to a multiple of 16."""
 
-    width: int = Field(default=512, gt=0, le=14142, description="The width of the generated image.")
-    height: int = Field(default=512, gt=0, le=14142, description="The height of the generated image.")
+    width: StrictInt = Field(default=512, gt=0, le=14142, description="The width of the generated image.")
+    height: StrictInt = Field(default=512, gt=0, le=14142, description="The height of the generated image.")
 
 
 class OutputFormat(str, enum.Enum):
@@ -46,7 +54,7 @@ def requested_size(image_size: ImageSize | ImageSizePreset) -> tuple[int, int]:
 
 # Each fal parameter is defined once and reused by every endpoint that takes it.
 NumInferenceSteps = Annotated[
-    int,
+    StrictInt,
     Field(default=4, ge=1, le=12, description="The number of inference steps to perform."),
 ]
 def _image_size_kind(value: object) -> str | None:
@@ -68,7 +76,7 @@ ImageSizeField = Annotated[
     Field(default=ImageSizePreset.landscape_4_3, description="The size of the generated image."),
 ]
 Seed = Annotated[
-    Union[int, None],
+    Union[StrictInt, None],
     Field(
         default=None,
         ge=-(2**63),
@@ -78,16 +86,18 @@ Seed = Annotated[
     ),
 ]
 SyncMode = Annotated[
-    bool,
+    StrictBool,
     Field(
         default=False,
         description="If `True`, the media will be returned as a data URI and the output data won't be "
         "available in the request history.",
     ),
 ]
-NumImages = Annotated[int, Field(default=1, ge=1, le=4, description="The number of images to generate.")]
+NumImages = Annotated[
+    StrictInt, Field(default=1, ge=1, le=4, description="The number of images to generate.")
+]
 EnableSafetyChecker = Annotated[
-    bool, Field(default=True, description="If set to true, the safety checker will be enabled.")
+    StrictBool, Field(default=True, description="If set to true, the safety checker will be enabled.")
 ]
 OutputFormatField = Annotated[
     OutputFormat, Field(default=OutputFormat.jpeg, description="The format of the generated image.")
@@ -104,11 +114,16 @@ AccelerationField = Annotated[
 class SchnellInput(BaseModel):
     """Input of `fal-ai/flux/schnell`."""
 
-    prompt: str = Field(min_length=1, description="The prompt to generate an image from.")
+    # The length cap is a setting (--max-prompt-length), so it is enforced at the edge (api/json_limits.py).
+    prompt: str = Field(
+        min_length=1,
+        description="The prompt to generate an image from. Longer than the server's limit (5000 characters "
+        "by default) is a 422; the model reads its first 77 CLIP and 256 T5 tokens.",
+    )
     image_size: ImageSizeField
     num_inference_steps: NumInferenceSteps
     seed: Seed
-    guidance_scale: float = Field(
+    guidance_scale: StrictFloat = Field(
         default=3.5,
         ge=1,
         le=20,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fluxserve.config import AccelSettings, EngineSettings, WarmupSettings
-from fluxserve.engine import seeds
+from fluxserve.engine import prompts, seeds
 from fluxserve.engine.accel import Accelerator, explain
 from fluxserve.engine.cache import EmbeddingCache
 from fluxserve.engine.checkpoints import load_transformer
@@ -259,9 +259,12 @@ class FluxEngine:
 
     def encode_text(self, prompt: str) -> tuple[Any, Any]:
         # Always one prompt at a time: the embedding of a prompt never depends on what it was batched with.
-        prompt_embeds, pooled, _ = self.pipe.encode_prompt(
-            prompt=prompt, prompt_2=None, device=self.placement.device, num_images_per_prompt=1,
-            max_sequence_length=MAX_SEQUENCE_LENGTH,
+        # Each tokenizer gets only the prefix its encoder reads (engine/prompts.py): same tokens, less work.
+        pipe = self.pipe
+        prompt_embeds, pooled, _ = pipe.encode_prompt(
+            prompt=prompts.bounded(prompt, pipe.tokenizer, pipe.tokenizer_max_length),
+            prompt_2=prompts.bounded(prompt, pipe.tokenizer_2, MAX_SEQUENCE_LENGTH),
+            device=self.placement.device, num_images_per_prompt=1, max_sequence_length=MAX_SEQUENCE_LENGTH,
         )  # fmt: skip
         return prompt_embeds, pooled
 

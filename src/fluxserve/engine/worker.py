@@ -25,7 +25,7 @@ from typing import Any, Callable, Protocol
 
 from fluxserve.config import Settings, WarmupSettings
 from fluxserve.engine.encode import CONTENT_TYPES, EXTENSIONS, data_uri, encode
-from fluxserve.errors import JobCancelled, is_device_fatal
+from fluxserve.errors import JobCancelled, StoreBusy, is_device_fatal
 from fluxserve.image_inputs import ImageFetcher, ImageInputError
 from fluxserve.jobs import GenerationSpec, Job, JobError, JobStatus, LogLine
 from fluxserve.metrics import WorkerStats
@@ -160,7 +160,10 @@ class LeaseKeeper:
     def _run(self) -> None:
         while not self._done.wait(self.config.lease_s / 3):
             for job_id in self.job_ids:  # a job cancelled or requeued meanwhile is noticed at the next step
-                self.store.renew_lease(job_id, self.config.worker_id, self.config.lease_s)
+                try:
+                    self.store.renew_lease(job_id, self.config.worker_id, self.config.lease_s)
+                except StoreBusy:  # the store stayed locked: the next renewal may still come within the lease
+                    log.warning("lease of %s not renewed: the job store stayed locked", job_id)
 
 
 @dataclass
@@ -246,9 +249,14 @@ class Worker:
             self.report("ready")
             self.log_start()
             while not self._stop.is_set():
-                if not self.run_once():
-                    self.store.wait_for_change(self.config.idle_sleep_s)  # a submit anywhere wakes us at once
-                self.report("ready", throttle=True)
+                try:
+                    if not self.run_once():
+                        self.store.wait_for_change(self.config.idle_sleep_s)  # a submit anywhere wakes us at once
+                    self.report("ready", throttle=True)
+                except StoreBusy:
+                    # Another process kept the store locked past its retry budget: that one operation failed (a
+                    # job it left claimed is requeued when its lease runs out). The loaded model is kept.
+                    log.warning("worker %s: the job store stayed locked; trying again", self.id, exc_info=True)
         finally:
             self.drain()
         self.report("stopping")

@@ -3,9 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fluxserve.errors import FluxserveError
 from fluxserve.jobs import ApiKey, Job, JobError, LogLine, WebhookDelivery
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The caps a new job must fit under, checked in the same transaction as its insert: two submits racing
+    for the last place cannot both get it, on one node or many."""
+
+    # Admitted only while fewer than this many jobs are queued (None: no cap).
+    max_queued: int | None = None
+    # ... and fewer than this many of its own API key's (None or 0: no cap; a job without a key is exempt).
+    max_queued_per_key: int | None = None
+
+
+class QueueFull(FluxserveError):
+    """A submit refused by its Admission. scope: "queue" (every key's jobs) or "key" (the submitter's own)."""
+
+    def __init__(self, scope: str, limit: int) -> None:
+        super().__init__(f"{scope} cap of {limit} queued requests reached")
+        self.scope = scope
+        self.limit = limit
+
+
+# The attempt recorded for a claim whose dispatcher never reported (it died, or outlived its lease): it counts
+# against max_attempts, since the receiver may have got it. Same fields as webhooks.Attempt.to_dict().
+LOST_ATTEMPT_ERROR = "no result recorded: the dispatcher sending it stopped or outlived its lease"
+
+
+def lost_attempt(number: int, at: float) -> dict[str, Any]:
+    return {"number": number, "at": at, "status_code": None, "error": LOST_ATTEMPT_ERROR, "duration_s": 0.0,
+            "final": False}  # fmt: skip
 
 
 class JobStore(Protocol):
@@ -22,8 +54,10 @@ class JobStore(Protocol):
     def webhook_attempts(self, job_id: str) -> list[dict[str, Any]]: ...
 
     # -- the life of a job; every status change follows jobs.TRANSITIONS and returns whether it happened
-    def submit(self, job: Job) -> None:
-        """Record a new queued job (and its webhook, if any). Ids are unique across apps."""
+    def submit(self, job: Job, admission: Admission | None = None) -> None:
+        """Record a new queued job (and its webhook, if any). Ids are unique across apps; submitting an id
+        that exists is a no-op. Raises QueueFull, inserting nothing, when the job does not fit under
+        `admission`."""
 
     def claim(self, worker_id: str, lease_s: float, max_per_key: int = 0) -> Job | None:
         """Atomically move the next queued job (FIFO; fair across API keys, see fairness.py) to running, leased
@@ -56,12 +90,17 @@ class JobStore(Protocol):
     def purge_finished(self, before: float) -> list[str]:
         """Delete jobs finished before `before` with no webhook left to send; return their blob keys."""
 
-    # -- webhooks
-    def claim_webhooks(self, lease_s: float, limit: int = 16) -> list[WebhookDelivery]: ...
+    # -- webhooks: at most max_attempts sends per delivery, however many dispatchers (API nodes) run
+    def claim_webhooks(self, lease_s: float, limit: int = 16, max_attempts: int = 0) -> list[WebhookDelivery]:
+        """Lease up to `limit` due deliveries of finished jobs, one attempt each: the attempt to make is number
+        len(delivery.attempts) + 1. A lease that ran out unreported is recorded as lost_attempt() (it may have
+        been sent) before the delivery is handed out again; one with max_attempts (0: no limit) is failed."""
 
-    def record_webhook_attempt(
-        self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str
-    ) -> None: ...
+    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str) -> bool:
+        """Record attempt (webhooks.Attempt.to_dict()) and the delivery's new state: 'pending' (again at
+        next_at), 'delivered' or 'failed'. Fenced: refused (False) unless attempt["number"] is the attempt the
+        delivery's current claim handed out, so a late dispatcher cannot overwrite a newer one or revive a
+        finished delivery."""
 
     # -- workers, for readiness
     def report_worker(self, worker_id: str, state: str, ttl_s: float, stats: dict[str, Any] | None = None) -> None:

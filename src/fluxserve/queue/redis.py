@@ -5,6 +5,7 @@ A reliable-queue pattern on sorted sets, with every state change in one Lua scri
 - `running`   running job ids scored by lease expiry: expired entries are the jobs of dead workers, and go back
               to `queue` with their original score, so a requeued job keeps its place;
 - `deadlines` queued jobs with a start deadline; `finished` terminal jobs by end time (retention);
+- `queued_by:<key>` the queued job ids of one API key: its share of the queue, counted in O(1) at submit;
 - `hooks`     webhooks due for delivery, scored by when (a claim pushes the score out: that is its lease).
 Transitions check jobs.TRANSITIONS inside the script, so a cancel racing a completion has exactly one winner.
 Time comes from the caller's clock (nodes keep their clocks in sync with NTP), which keeps tests deterministic.
@@ -30,6 +31,7 @@ from fluxserve.jobs import (
     usage_day,
 )
 from fluxserve.queue import fairness
+from fluxserve.queue.base import Admission, QueueFull, lost_attempt
 
 DEFAULT_NAMESPACE = "fluxserve:"
 # How far down the queue a batch looks for compatible jobs.
@@ -42,6 +44,11 @@ local function transition(ns, id, target, now, allowed, fields)
   local status = redis.call('HGET', key, 'status')
   if not status or not string.find(allowed, ',' .. status .. ',', 1, true) then return 0 end
   redis.call('HSET', key, 'status', target)
+  local owner = redis.call('HGET', key, 'key_id')
+  if owner then
+    if target == 'queued' then redis.call('SADD', ns .. 'queued_by:' .. owner, id)
+    else redis.call('SREM', ns .. 'queued_by:' .. owner, id) end
+  end
   for k, v in pairs(fields) do
     if v == cjson.null then redis.call('HDEL', key, k) else redis.call('HSET', key, k, v) end
   end
@@ -87,13 +94,21 @@ redis.call('HINCRBY', usage, ARGV[7] .. '|images', ARGV[8])
 redis.call('HINCRBY', usage, ARGV[7] .. '|megapixels', ARGV[9])
 return 1
 """,
-    # ARGV: ns, id, fields(json), webhook_url ('' for none)
+    # ARGV: ns, id, fields(json), webhook_url ('' for none), max_queued ('' for none), max_queued_per_key
+    # ('' for none). The caps are checked by the same script as the insert: atomic across every API node.
+    # Returns 1 (inserted), 0 (the id exists: a no-op), -1 (the queue is full), -2 (the key's share is full).
     "submit": """
 local ns, id = ARGV[1], ARGV[2]
 local key = ns .. 'job:' .. id
 if redis.call('EXISTS', key) == 1 then return 0 end
-local seq = redis.call('INCR', ns .. 'seq')
 local fields = cjson.decode(ARGV[3])
+if ARGV[5] ~= '' and redis.call('ZCARD', ns .. 'queue') >= tonumber(ARGV[5]) then return -1 end
+if fields['key_id'] then
+  local mine = ns .. 'queued_by:' .. fields['key_id']
+  if ARGV[6] ~= '' and redis.call('SCARD', mine) >= tonumber(ARGV[6]) then return -2 end
+  redis.call('SADD', mine, id)
+end
+local seq = redis.call('INCR', ns .. 'seq')
 for k, v in pairs(fields) do redis.call('HSET', key, k, v) end
 redis.call('HSET', key, 'seq', seq, 'status', 'queued', 'attempts', 0)
 redis.call('ZADD', ns .. 'queue', seq, id)
@@ -177,24 +192,52 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', ns .. 'finished', '-inf', '(' ..
 end
 return keys
 """,
-    # ARGV: ns, now, lease_until, limit
+    # ARGV: ns, now, lease_until, limit, max_attempts (0: none), lost attempt template (json)
+    # A hook still carrying lease_until was claimed and never recorded: that attempt counts (see base.py).
     "claim_hooks": """
 local ns = ARGV[1]
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', ns .. 'hooks', '-inf', ARGV[2], 'LIMIT', 0, ARGV[4])) do
-  redis.call('ZADD', ns .. 'hooks', ARGV[3], id)
   local hook = ns .. 'hook:' .. id
-  table.insert(out, {id, redis.call('HGET', hook, 'url'), redis.call('HGET', hook, 'attempts')})
+  local raw = redis.call('HGET', hook, 'attempts') or '[]'
+  if redis.call('HGET', hook, 'state') ~= 'pending' then
+    redis.call('ZREM', ns .. 'hooks', id)
+  else
+    local attempts = cjson.decode(raw)
+    if redis.call('HEXISTS', hook, 'lease_until') == 1 then
+      local lost = cjson.decode(ARGV[6])
+      lost['number'] = #attempts + 1
+      lost['at'] = tonumber(ARGV[2])
+      table.insert(attempts, lost)
+      raw = cjson.encode(attempts)  -- never empty here, so it encodes as a list, not {}
+      redis.call('HSET', hook, 'attempts', raw)
+    end
+    if tonumber(ARGV[5]) > 0 and #attempts >= tonumber(ARGV[5]) then
+      redis.call('HSET', hook, 'state', 'failed')
+      redis.call('HDEL', hook, 'lease_until')
+      redis.call('ZREM', ns .. 'hooks', id)
+    else
+      redis.call('HSET', hook, 'lease_until', ARGV[3])
+      redis.call('ZADD', ns .. 'hooks', ARGV[3], id)
+      table.insert(out, {id, redis.call('HGET', hook, 'url'), raw})
+    end
+  end
 end
 return out
 """,
-    # ARGV: ns, id, attempt(json), next_at ('' for none), state
+    # ARGV: ns, id, attempt(json), next_at ('' for none), state. Fenced: 0 unless this is the claimed attempt.
     "record_hook": """
 local ns, id = ARGV[1], ARGV[2]
 local hook = ns .. 'hook:' .. id
+if redis.call('HGET', hook, 'state') ~= 'pending' or redis.call('HEXISTS', hook, 'lease_until') == 0 then
+  return 0
+end
 local attempts = cjson.decode(redis.call('HGET', hook, 'attempts') or '[]')
-table.insert(attempts, cjson.decode(ARGV[3]))
+local attempt = cjson.decode(ARGV[3])
+if tonumber(attempt['number']) ~= #attempts + 1 then return 0 end
+table.insert(attempts, attempt)
 redis.call('HSET', hook, 'attempts', cjson.encode(attempts), 'state', ARGV[5])
+redis.call('HDEL', hook, 'lease_until')
 if ARGV[5] == 'pending' then redis.call('ZADD', ns .. 'hooks', ARGV[4], id) else redis.call('ZREM', ns .. 'hooks', id) end
 return 1
 """,
@@ -207,6 +250,10 @@ def _allowed(target: JobStatus) -> str:
 
 def _num(value: float | None) -> str | None:
     return None if value is None else repr(float(value))
+
+
+def _cap(value: int | None) -> str:
+    return "" if value is None else str(int(value))
 
 
 class RedisJobStore:
@@ -280,7 +327,7 @@ class RedisJobStore:
 
     # -- the life of a job ---------------------------------------------------------------------------
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job, admission: Admission | None = None) -> None:
         fields = {"app": job.app, "spec": json.dumps(job.spec.to_dict()), "created_at": _num(job.created_at),
                   "gateway_request_id": job.gateway_request_id, "blob_keys": "[]"}  # fmt: skip
         if job.start_deadline is not None:
@@ -290,7 +337,18 @@ class RedisJobStore:
         if job.key_id:
             fields["key_id"] = job.key_id
         # Submitting the same id twice is a no-op, so a retry after a lost reply is safe.
-        self._run("submit", job.id, json.dumps(fields), job.webhook_url or "")
+        admission = admission or Admission()
+        per_key = admission.max_queued_per_key or None  # 0: no cap
+        outcome = self._scripts["submit"](args=[
+            self.ns, job.id, json.dumps(fields), job.webhook_url or "",
+            _cap(admission.max_queued), _cap(per_key),
+        ])  # fmt: skip
+        if outcome == 1:  # a refusal changes nothing: a flood of 429s wakes no waiter
+            self._changed()
+        elif outcome == -1:
+            raise QueueFull("queue", admission.max_queued or 0)
+        elif outcome == -2:
+            raise QueueFull("key", per_key or 0)
 
     def claim(self, worker_id: str, lease_s: float, max_per_key: int = 0) -> Job | None:
         now = self._clock()
@@ -382,13 +440,14 @@ class RedisJobStore:
 
     # -- webhooks ------------------------------------------------------------------------------------
 
-    def claim_webhooks(self, lease_s: float, limit: int = 16) -> list[WebhookDelivery]:
+    def claim_webhooks(self, lease_s: float, limit: int = 16, max_attempts: int = 0) -> list[WebhookDelivery]:
         now = self._clock()
-        rows = self._run("claim_hooks", _num(now), _num(now + lease_s), limit)
+        lost = json.dumps(lost_attempt(0, now))
+        rows = self._run("claim_hooks", _num(now), _num(now + lease_s), limit, max_attempts, lost)
         return [WebhookDelivery(job_id=i, url=url, attempts=json.loads(a or "[]")) for i, url, a in rows]
 
-    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str) -> None:
-        self._run("record_hook", job_id, json.dumps(attempt), _num(next_at) or "", state)
+    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str) -> bool:
+        return self._run("record_hook", job_id, json.dumps(attempt), _num(next_at) or "", state) == 1
 
     def report_worker(self, worker_id: str, state: str, ttl_s: float, stats: dict[str, Any] | None = None) -> None:
         # A sorted set scored by expiry: readers drop lapsed entries without trusting Redis' clock.

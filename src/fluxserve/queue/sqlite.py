@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,7 +28,9 @@ from fluxserve.jobs import (
     usage_day,
 )
 from fluxserve.queue import fairness
+from fluxserve.queue.base import Admission, QueueFull, lost_attempt
 from fluxserve.queue.notify import Doorbell, doorbell_folder
+from fluxserve.queue.sqlite_connections import BUSY_TIMEOUT_S, RETRY_BUDGET_S, Connections
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 CREATE INDEX IF NOT EXISTS jobs_key_started ON jobs (key_id, started_at);
+CREATE INDEX IF NOT EXISTS jobs_key_status ON jobs (key_id, status);
 CREATE TABLE IF NOT EXISTS job_logs (
     job_id TEXT NOT NULL,
     ts REAL NOT NULL,
@@ -107,17 +109,21 @@ TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 
 
 class SQLiteJobStore:
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        retry_budget_s: float = RETRY_BUDGET_S,
+    ) -> None:
         self._clock = clock
         # Wakes other processes' waiters (a worker waiting for work, an API waiting for a result) at once.
         self._doorbell = Doorbell(doorbell_folder(path))
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(SCHEMA)
-        self._migrate()
+        # Writes retried while another process holds the lock; reads on their own connections (see that module).
+        self._conns = Connections(path, busy_timeout_s, retry_budget_s)
+        self._db = self._conns.writer
+        self._conns.retrying(lambda: self._db.executescript(SCHEMA))
+        self._conns.retrying(self._migrate)
 
     def _migrate(self) -> None:
         for table, column, declaration in MIGRATIONS:
@@ -126,24 +132,19 @@ class SQLiteJobStore:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @classmethod
-    def open(cls, path: Path, clock: Callable[[], float] = time.time) -> SQLiteJobStore:
+    def open(cls, path: Path, clock: Callable[[], float] = time.time, **timeouts: float) -> SQLiteJobStore:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(path, clock)
+        return cls(path, clock, **timeouts)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: taken up front (IMMEDIATE) so concurrent processes queue, never deadlock.
-        Every committed change rings the doorbell: waiters elsewhere re-read instead of polling blindly."""
-        with self._lock:
-            before = self._db.total_changes
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            changed = self._db.total_changes != before
+        Every committed change rings the doorbell: waiters elsewhere re-read instead of polling blindly.
+        A database another process keeps locked is retried, then raises StoreBusy (sqlite_connections.py)."""
+        with self._conns.transaction() as db:
+            before = db.total_changes
+            yield db
+            changed = db.total_changes != before
         if changed:  # an idle claim or an empty requeue sweep wakes nobody
             self._doorbell.ring()
 
@@ -152,8 +153,7 @@ class SQLiteJobStore:
         return self._doorbell.wait(timeout_s)
 
     def _read(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+        return self._conns.read(sql, args)
 
     # -- reads ---------------------------------------------------------------------------------------
 
@@ -182,9 +182,16 @@ class SQLiteJobStore:
 
     # -- the life of a job ---------------------------------------------------------------------------
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job, admission: Admission | None = None) -> None:
         with self._write() as db:
-            # Submitting the same id twice is a no-op, as in every store.
+            # Submitting the same id twice is a no-op, as in every store (a retry after a lost reply is not
+            # refused for a queue its own first try filled).
+            if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
+                return
+            # Counted inside the write transaction (BEGIN IMMEDIATE): no other process can insert between the
+            # count and the insert, so the cap holds exactly under any number of racing submits.
+            if admission is not None:
+                _admit(db, job, admission)
             inserted = db.execute(
                 "INSERT OR IGNORE INTO jobs (id, app, spec, status, created_at, start_deadline, gateway_request_id,"
                 " webhook_url, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -323,29 +330,51 @@ class SQLiteJobStore:
 
     # -- webhooks ------------------------------------------------------------------------------------
 
-    def claim_webhooks(self, lease_s: float, limit: int = 16) -> list[WebhookDelivery]:
-        """Due deliveries of finished jobs, leased so that one dispatcher sends each attempt."""
+    def claim_webhooks(self, lease_s: float, limit: int = 16, max_attempts: int = 0) -> list[WebhookDelivery]:
+        """Due deliveries of finished jobs, each leased for one attempt; the claim is what counts a send.
+
+        A delivery still leased when its lease ran out was claimed by a dispatcher that never reported: that
+        attempt may have reached the receiver, so it is recorded as lost and counts. One that has had
+        max_attempts (0: no limit) is failed here instead of being handed out again."""
         now = self._clock()
+        out = []
         with self._write() as db:
             rows = db.execute(
-                "SELECT w.job_id, w.url, w.attempts FROM webhooks w JOIN jobs j ON j.id = w.job_id"
+                "SELECT w.job_id, w.url, w.attempts, w.lease_until FROM webhooks w JOIN jobs j ON j.id = w.job_id"
                 f" WHERE w.state = 'pending' AND w.next_at <= ? AND j.status IN {TERMINAL_SQL}"
                 " AND (w.lease_until IS NULL OR w.lease_until < ?) LIMIT ?",
                 (now, now, limit),
             ).fetchall()
-            db.executemany(
-                "UPDATE webhooks SET lease_until = ? WHERE job_id = ?", [(now + lease_s, r[0]) for r in rows]
-            )
-        return [WebhookDelivery(job_id=j, url=url, attempts=json.loads(a)) for j, url, a in rows]
+            for job_id, url, raw, lease_until in rows:
+                attempts = json.loads(raw)
+                if lease_until is not None:
+                    attempts.append(lost_attempt(len(attempts) + 1, now))
+                if max_attempts and len(attempts) >= max_attempts:
+                    db.execute(
+                        "UPDATE webhooks SET attempts = ?, state = 'failed', lease_until = NULL WHERE job_id = ?",
+                        (json.dumps(attempts), job_id),
+                    )
+                    continue
+                db.execute(
+                    "UPDATE webhooks SET attempts = ?, lease_until = ? WHERE job_id = ?",
+                    (json.dumps(attempts), now + lease_s, job_id),
+                )
+                out.append(WebhookDelivery(job_id=job_id, url=url, attempts=attempts))
+        return out
 
-    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str) -> None:
-        """state: 'pending' (retry at next_at), 'delivered' or 'failed' (given up)."""
+    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str) -> bool:
+        """state: 'pending' (retry at next_at), 'delivered' or 'failed' (given up). Fenced by attempt["number"]:
+        only the claim that handed out that number may record it, so a dispatcher whose lease ran out cannot
+        write over a newer attempt or bring a failed delivery back to pending. False when refused."""
         with self._write() as db:
-            db.execute(
+            cur = db.execute(
                 "UPDATE webhooks SET attempts = json_insert(attempts, '$[#]', json(?)), state = ?,"
-                " next_at = COALESCE(?, next_at), lease_until = NULL WHERE job_id = ?",
-                (json.dumps(attempt), state, next_at, job_id),
+                " next_at = COALESCE(?, next_at), lease_until = NULL"
+                " WHERE job_id = ? AND state = 'pending' AND lease_until IS NOT NULL"
+                " AND json_array_length(attempts) = ? - 1",
+                (json.dumps(attempt), state, next_at, job_id, int(attempt["number"])),
             )
+        return cur.rowcount == 1
 
     def report_worker(self, worker_id: str, state: str, ttl_s: float, stats: dict[str, Any] | None = None) -> None:
         with self._write() as db:
@@ -395,8 +424,7 @@ class SQLiteJobStore:
         return [dict(zip(names, row)) for row in rows]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._conns.close()
         self._doorbell.close()
 
     # -- the one place a status changes -------------------------------------------------------------
@@ -420,6 +448,21 @@ class SQLiteJobStore:
 
 
 KEY_COLUMNS = "key_id, secret_sha256, name, admin, created_at, revoked"
+
+
+def _admit(db: sqlite3.Connection, job: Job, admission: Admission) -> None:
+    """Raise QueueFull unless `job` fits under `admission`; called inside the write transaction."""
+    cap = admission.max_queued
+    queued = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+    if cap is not None and queued >= cap:
+        raise QueueFull("queue", cap)
+    per_key = admission.max_queued_per_key
+    if per_key and job.key_id:
+        mine = db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE key_id = ? AND status = 'queued'", (job.key_id,)
+        ).fetchone()[0]  # fmt: skip
+        if mine >= per_key:
+            raise QueueFull("key", per_key)
 
 
 def _row_to_key(row: tuple) -> ApiKey:

@@ -7,14 +7,14 @@ else is refused, so a caller-supplied key can never address another object in th
 
 from __future__ import annotations
 
-import mimetypes
 import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from fluxserve.errors import NotFound
-from fluxserve.storage.local import KEY_PATTERN
+from fluxserve.storage.content_types import served_type
+from fluxserve.storage.local import KEY_PATTERN, RECORDS_DIR, check_record_name
 
 # SigV4 presigned URLs live at most 7 days; S3 refuses longer ones when they are used, not when signed.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -22,6 +22,8 @@ ADDRESSING_STYLES = ("path", "virtual", "auto")
 # Error codes S3-compatible services use for "no such object" (HEAD answers a bare 404 without a body).
 MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 MISSING_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
+# What a conditional PUT (If-None-Match: *) answers when the key is taken, or being written concurrently.
+TAKEN_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
@@ -144,18 +146,32 @@ class S3BlobStore:
 
     def put(self, data: bytes, content_type: str, extension: str) -> str:
         key = f"{uuid.uuid4().hex}.{extension}"
-        self.write(self.object_key(key), data, content_type)
+        self.write(self.object_key(key), data)
         return key
 
     def put_at(self, key: str, data: bytes) -> None:
-        """Store under a key handed out earlier (an upload URL); the extension gives the content type."""
-        object_key = self.object_key(key)
-        self.write(object_key, data, mimetypes.guess_type(key)[0] or DEFAULT_CONTENT_TYPE)
+        self.write(self.object_key(key), data)
 
-    def write(self, object_key: str, data: bytes, content_type: str) -> None:
+    def put_new(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.write(self.object_key(key), data, IfNoneMatch="*")  # S3's atomic create-only write
+        except ClientError as exc:
+            if error_code(exc) in TAKEN_CODES:
+                return False
+            raise
+        return True
+
+    def write(self, object_key: str, data: bytes, **conditions: Any) -> None:
+        # Clients fetch objects from the bucket directly, so the bucket must serve them as safely as /files/
+        # does: the type read from the bytes, and anything but an allow-listed image as a download.
+        content_type, inline = served_type(data)
+        disposition = {} if inline else {"ContentDisposition": "attachment"}
         # A PUT is atomic on S3: readers see the old object, or none, or the whole new one.
         bucket = self.settings.bucket
-        self.client.put_object(Bucket=bucket, Key=object_key, Body=data, ContentType=content_type)
+        self.client.put_object(Bucket=bucket, Key=object_key, Body=data, ContentType=content_type,
+                               **disposition, **conditions)  # fmt: skip
 
     def url(self, key: str, base_url: str) -> str:
         """A URL the client fetches from the bucket (or CDN) directly; base_url is not needed for S3."""
@@ -197,6 +213,35 @@ class S3BlobStore:
         with response["Body"] as body:
             data = body.read()
         return data, response.get("ContentType") or DEFAULT_CONTENT_TYPE
+
+    # -- records (under a `.records/` prefix: never a blob key, so no URL this store hands out reaches one)
+    def record_key(self, name: str) -> str:
+        return f"{self.prefix}{RECORDS_DIR}/{check_record_name(name)}"
+
+    def put_record(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.settings.bucket, Key=self.record_key(name), Body=data)
+
+    def read_record(self, name: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.settings.bucket, Key=self.record_key(name))
+        except ClientError as exc:
+            if error_code(exc) in MISSING_OBJECT_CODES:
+                return None
+            raise
+        with response["Body"] as body:
+            return body.read()
+
+    def list_records(self, prefix: str) -> list[tuple[str, float]]:
+        start = f"{self.prefix}{RECORDS_DIR}/"
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.settings.bucket,
+                                                                      Prefix=start + prefix)  # fmt: skip
+        return [(obj["Key"][len(start) :], obj["LastModified"].timestamp())
+                for page in pages for obj in page.get("Contents", [])]  # fmt: skip
+
+    def delete_record(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.settings.bucket, Key=self.record_key(name))
 
     def delete(self, key: str) -> None:
         """Idempotent like local storage: S3 answers 204 for a missing key; some look-alikes say NoSuchKey."""

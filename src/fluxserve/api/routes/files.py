@@ -1,4 +1,10 @@
-"""Serve stored images back at the stable URLs the outputs carry."""
+"""Serve stored images back at the stable URLs the outputs carry.
+
+These bytes may come from anyone holding an upload URL, and they are served from the API's own origin, where
+the playground runs with a key. So a file is never active content here: its type is read from its bytes (an
+image allow-list, storage/content_types.py), anything else is a download, the browser may not sniff another
+type, and a sandboxing CSP stops script even where a browser would render the file anyway.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,25 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.deps import Services, services
+from fluxserve.storage.content_types import served_type
 
-# Keys are random and never reused, so a stored file never changes.
+# Keys are random, never reused, and an upload is written once, so a stored file never changes.
 IMMUTABLE = "public, max-age=31536000, immutable"
+FILE_CSP = "default-src 'none'; img-src 'self'; sandbox"
 
 router = APIRouter(tags=["files"])
 
 
+def file_headers(inline: bool) -> dict[str, str]:
+    headers = {"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff",
+               "Content-Security-Policy": FILE_CSP}  # fmt: skip
+    if not inline:
+        headers["Content-Disposition"] = "attachment"
+    return headers
+
+
 @router.get("/files/{key}", response_class=Response)
 async def get_file(key: str, svc: Services = Depends(services)) -> Response:
-    data, content_type = await run_in_threadpool(svc.blobs.read, key)
-    return Response(data, media_type=content_type, headers={"Cache-Control": IMMUTABLE})
+    data, _ = await run_in_threadpool(svc.blobs.read, key)
+    content_type, inline = served_type(data)
+    return Response(data, media_type=content_type, headers=file_headers(inline))

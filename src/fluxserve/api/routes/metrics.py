@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from fluxserve.api.auth import admin
 from fluxserve.metrics import StoreCollector, http_metrics
 
 
@@ -32,7 +33,9 @@ def install(app: FastAPI, store: Any) -> None:
 
     router = APIRouter(tags=["ops"])
 
-    @router.get("/metrics", response_class=Response)
+    # An admin key with auth on: the numbers cover every key's requests and the whole queue. Prometheus sends
+    # one with `authorization: {type: Key, credentials: "<id>:<secret>"}` in its scrape config.
+    @router.get("/metrics", response_class=Response, dependencies=[Depends(admin)])
     async def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from fluxserve.api.auth import Caller, caller
 from fluxserve.api.deps import Services, services
 from fluxserve.metrics import worker_info
 
@@ -16,13 +17,15 @@ router = APIRouter(tags=["ops"])
 
 @router.get("/health")
 async def health() -> dict[str, str]:
+    """Liveness, open to all (load balancers send no key); it says nothing but that the process answers."""
     return {"status": "ok"}
 
 
 @router.get("/ready")
-async def ready(svc: Services = Depends(services)) -> JSONResponse:
+async def ready(svc: Services = Depends(services), _: Caller = Depends(caller)) -> JSONResponse:
     """200 once at least one worker is ready; 503 while workers warm up, or when none reports. Each live worker
-    is listed with its state, and in worker_details with what it runs (GPU, device, switches per level)."""
+    is listed with its state, and in worker_details with what it runs (GPU, device, switches per level).
+    With auth on it needs a key, any key: what the workers run is for the clients, not for the world."""
     reports = await run_in_threadpool(svc.store.worker_reports)
     states = {worker: report["state"] for worker, report in reports.items()}
     if "ready" in states.values():

@@ -16,12 +16,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from fluxserve.api import jobs
+from fluxserve.api import admission, jobs
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
-from fluxserve.api.requests import start_deadline, webhook_target
-from fluxserve.api.auth import Caller, caller
+from fluxserve.api.requests import start_deadline
+from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.jobs import Job, JobStatus
+from fluxserve.queue.base import Admission, QueueFull
+from fluxserve.webhooks import checked_webhook_target
 
 TRUTHY = {"1", "true", "True", "yes"}
 
@@ -33,19 +35,21 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         body: input_model,  # type: ignore[valid-type]
         request: Request,
         fal_webhook: Optional[str] = Query(default=None, description="URL to POST the result to when done"),
-        fal_max_queue_length: Optional[int] = Query(default=None, ge=0),
         deadline: Optional[float] = Depends(start_deadline),
+        admit: Admission = Depends(admission.admission),
         svc: Services = Depends(services),
-        who: Caller = Depends(caller),
+        who: Caller = Depends(submitter),  # a submit: spends one of the key's rate-limit tokens
     ) -> JSONResponse:
         endpoint.ensure_available(svc.api)
         base = base_url(request, svc)
         spec = endpoint.to_spec(body, base, svc.api.max_pixels)
-        limit = min(svc.queue.max_queue_length, fal_max_queue_length or svc.queue.max_queue_length)
-        if await run_in_threadpool(svc.store.count_queued) >= limit:
-            detail = f"Queue is full ({limit} requests waiting); try again later"
-            return JSONResponse({"detail": detail, "error_type": "queue_full"}, status_code=429)
-        job = await jobs.submit(svc, endpoint.app_id, spec, deadline, webhook_target(fal_webhook), who.key_id)
+        try:
+            job = await jobs.submit(
+                svc, endpoint.app_id, spec, deadline,
+                await checked_webhook_target(svc.webhook_targets, fal_webhook), who.key_id, admit,
+            )
+        except QueueFull as exc:
+            return admission.refusal(exc, svc)
         position = await run_in_threadpool(svc.store.queue_position, job.id)
         payload = {
             "status": "IN_QUEUE",
@@ -134,9 +138,9 @@ async def result(request_id: str, svc: Services = Depends(services), who: Caller
 
 
 async def cancel(request_id: str, svc: Services = Depends(services), who: Caller = Depends(caller)):
+    if await visible(svc, who, request_id) is None:  # an unknown id is never echoed (it may not even be ASCII)
+        return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
     headers = {jobs.REQUEST_ID_HEADER: request_id}
-    if await visible(svc, who, request_id) is None:
-        return JSONResponse({"status": "NOT_FOUND"}, status_code=404, headers=headers)
     if await run_in_threadpool(svc.store.cancel, request_id):
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=headers)
     if await run_in_threadpool(svc.store.get, request_id) is None:

@@ -1,21 +1,31 @@
 """The synchronous endpoint (`POST /{app}`, what fal_client.run and curl call).
 
-It is the queue path with a wait: submit a job, wait for its terminal state, answer with its result.
+It is the queue path with a wait: submit a job (under the same admission caps as the queue), wait for its
+terminal state, answer with its result. A client that hangs up abandons its job: it is cancelled, so the
+worker never renders it (or stops it between steps), and fal's clients, which re-send on timeouts, are not
+billed twice.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real input model in the signature.
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Optional
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from fluxserve.api import jobs
-from fluxserve.api.auth import Caller, caller
+from fluxserve.api import admission, jobs
+from fluxserve.api.auth import Caller, submitter
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
 from fluxserve.api.requests import start_deadline
 from fluxserve.api.schemas import Output
+from fluxserve.queue.base import Admission, QueueFull
+
+# Nobody reads it: the client is gone. nginx's code for "client closed request", in fal's error shape.
+ABANDONED = {"detail": "The client disconnected; the request was cancelled", "error_type": "client_cancelled"}
 
 
 def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
@@ -25,15 +35,27 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         body: input_model,  # type: ignore[valid-type]
         request: Request,
         deadline: Optional[float] = Depends(start_deadline),
+        admit: Admission = Depends(admission.admission),
         svc: Services = Depends(services),
-        who: Caller = Depends(caller),
+        who: Caller = Depends(submitter),  # a submit: spends one of the key's rate-limit tokens
     ) -> JSONResponse:
         endpoint.ensure_available(svc.api)
         spec = endpoint.to_spec(body, base_url(request, svc), svc.api.max_pixels)
-        job = await jobs.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id)
-        job = await jobs.wait_for_terminal(svc, job.id)
-        await jobs.forget_if_sync_mode(svc, job)
-        return jobs.result_response(job)
+        try:
+            job = await jobs.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id, admission=admit)
+        except QueueFull as exc:
+            return admission.refusal(exc, svc)
+        try:
+            async with hang_up(request) as gone:
+                done = await jobs.wait_for_terminal(svc, job.id, gone)
+        except asyncio.CancelledError:  # the server dropped this request (its client went away, or shutdown)
+            await jobs.abandon(svc, job.id)
+            raise
+        if done is None:
+            await jobs.abandon(svc, job.id)
+            return JSONResponse(ABANDONED, status_code=499)
+        await jobs.forget_if_sync_mode(svc, done)
+        return jobs.result_response(done)
 
     router.add_api_route(
         f"/{endpoint.app_id}",
@@ -44,6 +66,25 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         operation_id=f"run_{endpoint.app_id.replace('/', '_').replace('-', '_')}",
         tags=["run"],
     )
+
+
+@contextlib.asynccontextmanager
+async def hang_up(request: Request) -> AsyncIterator[asyncio.Event]:
+    """An event set when the client closes the connection: one receive() waits for http.disconnect for as long
+    as the job runs. (request.is_disconnected() polls with an already-cancelled receive; behind the metrics
+    middleware's receive wrapper it never reported a hang-up.)"""
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield gone
+    finally:
+        watcher.cancel()
 
 
 def router() -> APIRouter:

@@ -7,9 +7,14 @@ let openapi = null;
 let current = "fal-ai/flux/schnell";
 let snippetKind = "curl";
 
+// The key lives in this tab's sessionStorage: gone when the tab closes, never shared with other tabs. Any page
+// served from this origin could read it, which is why the server never serves an uploaded file as a page
+// (api/routes/files.py: images by their bytes, everything else a sandboxed download).
+const KEY_ITEM = "fluxserve-key";
+
 function authHeaders() {
-  const key = $("api-key").value.trim() || localStorage.getItem("fluxserve-key") || "";
-  if ($("api-key").value.trim()) localStorage.setItem("fluxserve-key", key);
+  const key = $("api-key").value.trim() || sessionStorage.getItem(KEY_ITEM) || "";
+  if ($("api-key").value.trim()) sessionStorage.setItem(KEY_ITEM, key);
   return key ? { Authorization: `Key ${key}` } : {};
 }
 
@@ -261,7 +266,8 @@ async function main() {
     b.onclick = () => { snippetKind = kind; renderSnippet(); };
     $("snippet-tabs").appendChild(b);
   }
-  $("api-key").value = localStorage.getItem("fluxserve-key") || "";
+  localStorage.removeItem(KEY_ITEM); // where earlier versions kept it, readable by every later visit
+  $("api-key").value = sessionStorage.getItem(KEY_ITEM) || "";
   $("submit").onclick = () => generate().catch((e) => { $("status").textContent = String(e); });
   $("form").oninput = renderSnippet;
   buildForm();

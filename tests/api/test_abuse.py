@@ -1,0 +1,11 @@
+"""Abuse cases found by fuzzing that belong to no one feature: each was a server error before."""
+
+from __future__ import annotations
+
+
+def test_a_non_ascii_request_id_is_a_404_not_a_server_error(fake_server):
+    with fake_server.client() as http:
+        for path in ("/queue/fal-ai/flux/requests/%F0%9F%8F%BB/cancel", "/queue/fal-ai/flux/requests/%0D/cancel"):
+            response = http.put(path)
+            assert response.status_code == 404 and response.json() == {"status": "NOT_FOUND"}, path
+        assert http.get("/queue/fal-ai/flux/requests/%F0%9F%8F%BB/status").status_code == 404
