@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 import fluxserve
 from fluxserve.api import body_limits, errors, rate_limit, security_headers
+from fluxserve.api.responses import COMMON
 from fluxserve.api.changes import ChangeFeed
 from fluxserve.api.deps import Services
 from fluxserve.api.routes import docs, files, metrics, ops, playground, queue, run, storage, usage
@@ -41,10 +42,10 @@ def create_app(
     metrics.install(app, store)
     docs.install(app)
     playground.install(app)
-    app.include_router(ops.router)
-    app.include_router(usage.router)
-    app.include_router(storage.router)
-    app.include_router(files.router)
-    app.include_router(queue.router())
-    app.include_router(run.router())
+    app.include_router(ops.router, responses=COMMON)
+    app.include_router(usage.router, responses=COMMON)
+    app.include_router(storage.router, responses=COMMON)
+    app.include_router(files.router, responses=COMMON)
+    app.include_router(queue.router(), responses=COMMON)
+    app.include_router(run.router(), responses=COMMON)
     return app

@@ -11,9 +11,14 @@ from fastapi import Header
 from fluxserve.errors import InputError
 
 
+# A positive decimal number of seconds (what start_timeout accepts), so the schema says what is refused.
+SECONDS = r"^\s*(0*[1-9][0-9]*(\.[0-9]*)?|0*\.0*[1-9][0-9]*)\s*$"
+
+
 def start_deadline(
-    x_fal_request_timeout: Optional[str] = Header(default=None),
-    x_fal_request_start_timeout: Optional[str] = Header(default=None),
+    # Typed str, default None: the schema says "a string, optional", not "a string or null" (a header has no null).
+    x_fal_request_timeout: str = Header(default=None, pattern=SECONDS),
+    x_fal_request_start_timeout: str = Header(default=None, pattern=SECONDS),
 ) -> float | None:
     """A dependency for every route that creates a job: the newer header wins when both are sent."""
     return start_timeout(x_fal_request_start_timeout or x_fal_request_timeout)

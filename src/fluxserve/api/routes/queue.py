@@ -20,6 +20,7 @@ from fluxserve.api import admission, jobs
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
 from fluxserve.api.requests import start_deadline
+from fluxserve.api.responses import NOT_FOUND, error
 from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.jobs import Job, JobStatus
 from fluxserve.queue.base import Admission, QueueFull
@@ -34,7 +35,8 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
     async def submit(
         body: input_model,  # type: ignore[valid-type]
         request: Request,
-        fal_webhook: Optional[str] = Query(default=None, description="URL to POST the result to when done"),
+        fal_webhook: Optional[str] = Query(default=None, pattern=r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+",
+                                           description="http(s) URL to POST the result to when done"),
         deadline: Optional[float] = Depends(start_deadline),
         admit: Admission = Depends(admission.admission),
         svc: Services = Depends(services),
@@ -150,15 +152,18 @@ async def cancel(request_id: str, svc: Services = Depends(services), who: Caller
 
 def add_request_routes(router: APIRouter, prefix: str, documented: bool) -> None:
     base = f"/queue/{prefix}/requests/{{request_id}}"
-    for path, handler, method in (
-        (f"{base}/status", status, "GET"),
-        (f"{base}/status/stream", status_stream, "GET"),
-        (base, result, "GET"),
-        (f"{base}/cancel", cancel, "PUT"),
+    for path, handler, method, responses in (
+        (f"{base}/status", status, "GET", {202: {"description": "In the queue, or in progress"}}),
+        (f"{base}/status/stream", status_stream, "GET",
+         {200: {"description": "Server-sent events, one status per change", "content": {"text/event-stream": {}}}}),
+        (base, result, "GET", {400: error("Still in progress"), 410: error("A sync_mode result, already returned")}),
+        (f"{base}/cancel", cancel, "PUT", {202: {"description": "Cancellation requested"},
+                                          400: {"description": "Already completed"}}),
     ):
         name = f"{handler.__name__}_{prefix.replace('/', '_').replace('-', '_')}"
         router.add_api_route(
-            path, handler, methods=[method], include_in_schema=documented, operation_id=name, name=name
+            path, handler, methods=[method], include_in_schema=documented, operation_id=name, name=name,
+            responses={**NOT_FOUND, **responses},
         )
 
 

@@ -21,6 +21,7 @@ from fluxserve.api.auth import Caller, submitter
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
 from fluxserve.api.requests import start_deadline
+from fluxserve.api.responses import error
 from fluxserve.api.schemas import Output
 from fluxserve.queue.base import Admission, QueueFull
 
@@ -65,6 +66,7 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         summary=endpoint.summary,
         operation_id=f"run_{endpoint.app_id.replace('/', '_').replace('-', '_')}",
         tags=["run"],
+        responses={504: error("Not started within X-Fal-Request-Timeout (fal's user timeout)")},
     )
 
 
