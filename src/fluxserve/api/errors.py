@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from fluxserve.errors import InputError, NotFound, Unavailable
+from fluxserve.errors import InputError, NotFound, StoreBusy, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,12 @@ async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "error_type": exc.error_type}, status_code=501)
 
 
+async def store_busy(request: Request, exc: StoreBusy) -> JSONResponse:
+    """The store stayed locked past its retry budget: nothing was done, and trying again later will work."""
+    return JSONResponse({"detail": "The job store is busy; retry shortly", "error_type": "store_busy"},
+                        status_code=503, headers={"retry-after": "1"})  # fmt: skip
+
+
 async def not_found(request: Request, exc: NotFound) -> JSONResponse:
     return JSONResponse({"detail": f"Not found: {exc}"}, status_code=404)
 
@@ -79,6 +85,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(InputError, input_error)  # type: ignore[arg-type]
     app.add_exception_handler(NotFound, not_found)  # type: ignore[arg-type]
     app.add_exception_handler(Unavailable, unavailable)  # type: ignore[arg-type]
+    app.add_exception_handler(StoreBusy, store_busy)  # type: ignore[arg-type]
     from fluxserve.api.auth import Unauthorized
 
     app.add_exception_handler(Unauthorized, unauthorized)
