@@ -88,6 +88,18 @@ def wait_ready(http: httpx.Client) -> None:
         time.sleep(0.01)
 
 
+def add_keys(store: Any, *names: str) -> dict[str, dict[str, str]]:
+    """A new API key per name in the store; name -> the Authorization header that carries it."""
+    from fluxserve.api.auth import new_key
+
+    keys = {}
+    for name in names:
+        key, credential = new_key(name)
+        store.create_key(key)
+        keys[name] = {"authorization": f"Key {credential}"}
+    return keys
+
+
 def start_live_server(settings: Settings, engine: Any) -> LiveServer:
     from fluxserve.engine.worker import Worker, WorkerConfig
     from fluxserve.server import ApiServer, image_fetcher, open_blobs, open_store

@@ -9,7 +9,7 @@ import fal_client
 import pytest
 
 from fluxserve.api.auth import new_key
-from tests.conftest import make_settings, start_live_server
+from tests.conftest import add_keys, make_settings, start_live_server
 from tests.fakes import FakeEngine
 
 RUN = "/fal-ai/flux/schnell"
@@ -150,12 +150,7 @@ def rate_limited(tmp_path):
     # One token every 10 s, two at once: the third quick submit of a key is refused.
     settings = make_settings(tmp_path, auth=True, submit_rate=0.1, submit_burst=2)
     server = start_live_server(settings, FakeEngine())
-    keys = {}
-    for name in ("alice", "bob"):
-        key, credential = new_key(name)
-        server.store.create_key(key)
-        keys[name] = {"authorization": f"Key {credential}"}
-    yield server, keys
+    yield server, add_keys(server.store, "alice", "bob")
     server.stop()
 
 

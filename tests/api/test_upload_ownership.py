@@ -11,11 +11,10 @@ from urllib.parse import urlsplit
 import fal_client
 import pytest
 
-from fluxserve.api.auth import new_key
 from fluxserve.upkeep import Upkeep
 from fluxserve.uploads import Uploads
 from tests.api.test_served_files import PNG
-from tests.conftest import make_settings, start_live_server
+from tests.conftest import add_keys, make_settings, start_live_server
 from tests.fakes import FakeEngine
 
 RUN = "/fal-ai/flux/schnell"
@@ -30,12 +29,7 @@ def secured_server(tmp_path, **storage):
     settings = make_settings(tmp_path, auth=True)
     settings = dataclasses.replace(settings, storage=dataclasses.replace(settings.storage, **storage))
     server = start_live_server(settings, FakeEngine())
-    keys = {}
-    for name in ("alice", "bob"):
-        key, credential = new_key(name)
-        server.store.create_key(key)
-        keys[name] = {"authorization": f"Key {credential}"}
-    return server, keys
+    return server, add_keys(server.store, "alice", "bob")
 
 
 @pytest.fixture

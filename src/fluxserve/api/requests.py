@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
-from urllib.parse import urlsplit
 
 from fastapi import Header
 
@@ -35,16 +33,3 @@ def start_timeout(header: str | None) -> float | None:
     if not 0 < seconds < math.inf:  # also refuses "nan" and "inf"; the value is not echoed back
         raise InputError("x-fal-request-timeout", "must be a positive number of seconds", location="header")
     return seconds
-
-
-def webhook_target(url: str | None) -> str | None:
-    """A syntactic check at submit; addresses are checked again at delivery, after DNS resolution."""
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(
-            "fal_webhook", "must be an absolute http:// or https:// URL", kind="url_parsing", location="query"
-        )
-    return url
-
