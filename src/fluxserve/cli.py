@@ -61,6 +61,14 @@ class Flags:
         self.parser.add_argument(flag, type=type_, default=value, help=kwargs.pop("help", None), **kwargs)
 
 
+def positive_int(text: str) -> int:
+    """A count that must be at least one (0 would silently mean "never")."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
     f = Flags(parser, env)
     add_api_flags(f)
@@ -232,6 +240,9 @@ def add_url_flags(parser: argparse.ArgumentParser, f: Flags, env: Mapping[str, s
     f.add("--fetch-max-bytes", int, 20 * 1024 * 1024, help="largest image_url download and upload, in bytes")
     f.add("--fetch-timeout", float, 10.0, help="seconds an image_url download may take in all")
     f.add("--fetch-max-redirects", int, 5, help="redirects an image_url download may follow")
+    f.add("--fetch-concurrency", positive_int, UrlSettings().fetch_concurrency,
+          help="image_url downloads a worker runs at once, off the GPU; it claims no more jobs while this "
+          "many are pending")  # fmt: skip
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -303,6 +314,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         urls=UrlSettings(
             allow_private=args.allow_private_urls, allowed_networks=tuple(args.allow_network or ()),
             max_bytes=args.fetch_max_bytes, total_timeout_s=args.fetch_timeout, max_redirects=args.fetch_max_redirects,
+            fetch_concurrency=args.fetch_concurrency,
         ),  # fmt: skip
         worker_id=args.worker_id
         or f"{socket.gethostname()}-{Gpu(args.gpu).label if args.gpu else os.getpid()}",

@@ -106,6 +106,9 @@ class UrlSettings:
     max_bytes: int = 20 * 1024 * 1024
     total_timeout_s: float = 10.0
     max_redirects: int = 5
+    # image_url fetches one worker runs at once on its fetch threads, so a slow one holds up only its own job
+    # while the GPU runs others; while this many are pending the worker claims nothing more.
+    fetch_concurrency: int = 4
 
 
 @dataclass(frozen=True)

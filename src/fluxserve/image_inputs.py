@@ -36,9 +36,15 @@ def check_image_url(url: str) -> str:
         if not DATA_URI.match(url):
             raise ImageInputError("is not a valid data: URI (expected data:<mime>;base64,<data>)")
         return "data"
-    parts = urlsplit(url)
+    try:
+        # urlsplit raises on a bad bracketed host ("http://[", "https://[zz]/"), .port on a port out of range:
+        # refused here with the field named, not a 500.
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (read for its check)
+    except ValueError:  # its message quotes the input, which a 422 never echoes
+        raise ImageInputError("is not a valid URL (a malformed host or port)") from None
     if parts.scheme not in ("http", "https"):
-        raise ImageInputError(f"must be an http://, https:// or data: URL, not {parts.scheme or 'a relative'!r} one")
+        raise ImageInputError("must be an http://, https:// or data: URL")  # the scheme is not echoed back
     if not parts.hostname:
         raise ImageInputError("has no host")
     return parts.scheme

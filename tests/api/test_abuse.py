@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = pytest.mark.abuse
+
 
 def test_a_non_ascii_request_id_is_a_404_not_a_server_error(fake_server):
     with fake_server.client() as http:

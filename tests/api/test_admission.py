@@ -15,6 +15,8 @@ from fluxserve.api.auth import new_key
 from tests.conftest import make_settings, start_live_server
 from tests.fakes import FakeEngine
 
+pytestmark = pytest.mark.abuse
+
 RUN = "/fal-ai/flux/schnell"
 SUBMIT = "/queue/fal-ai/flux/schnell"
 BODY = {"prompt": "a cat", "image_size": "square", "seed": 1}

@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import LiveServer, make_settings, start_live_server
 from tests.fakes import FakeEngine
 
+pytestmark = pytest.mark.abuse
+
 HEADER_TIMEOUT_S = 0.6
 IDLE_TIMEOUT_S = 0.6
 # How much later than its deadline the server may close a connection (a loaded two-core machine).

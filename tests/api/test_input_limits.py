@@ -14,6 +14,8 @@ import pytest
 from fluxserve.config import ApiSettings
 from tests.conftest import make_settings, start_live_server
 
+pytestmark = pytest.mark.abuse
+
 RUN = "/fal-ai/flux/schnell"
 SUBMIT = "/queue/fal-ai/flux/schnell"
 REDUX_SUBMIT = "/queue/fal-ai/flux/schnell/redux"

@@ -7,6 +7,8 @@ import base64
 
 import pytest
 
+pytestmark = pytest.mark.abuse
+
 RUN = "/fal-ai/flux/schnell"
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"

@@ -17,6 +17,8 @@ from tests.api.test_served_files import PNG
 from tests.conftest import add_keys, make_settings, start_live_server
 from tests.fakes import FakeEngine
 
+pytestmark = pytest.mark.abuse
+
 RUN = "/fal-ai/flux/schnell"
 OTHER = b"the attacker's bytes"
 

@@ -11,6 +11,8 @@ import torch
 from fluxserve.engine import prompts
 from fluxserve.engine.pipeline import MAX_SEQUENCE_LENGTH
 
+pytestmark = pytest.mark.abuse
+
 WORDS = ["a", "red", "fox", "in", "the", "snow,", "photo", "cat!", "über", "東京", "x9", "'s"]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fluxserve.cli import build_parser, settings_from_args
 
 
@@ -72,3 +74,9 @@ def test_acceleration_flags_default_to_the_settings_defaults_and_reach_the_engin
             s.engine.accel.cuda_graphs) == ("max-autotune-no-cudagraphs", "tensor", "cudnn", "off")  # fmt: skip
     assert (s.engine.warmup.levels, s.engine.warmup.batches) == (("high",), (1, 4))
     assert settings(["--warmup", "off"]).engine.warmup.sizes == ()
+
+
+def test_a_count_flag_refuses_zero_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser({}).parse_args(["serve", "--fetch-concurrency", "0"])
+    assert exit_info.value.code == 2 and "--fetch-concurrency: must be 1 or more" in capsys.readouterr().err

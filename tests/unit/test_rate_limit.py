@@ -6,6 +6,8 @@ import pytest
 
 from fluxserve.api.rate_limit import RateLimited, SubmitRateLimiter
 
+pytestmark = pytest.mark.abuse
+
 
 class Clock:
     def __init__(self) -> None:

@@ -31,6 +31,8 @@ from fluxserve.safe_http import (
 )
 from fluxserve.tls import ensure_self_signed
 
+pytestmark = pytest.mark.abuse
+
 LOOPBACK = ("127.0.0.1/32",)
 MAX_BYTES = 1000
 

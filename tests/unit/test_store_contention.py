@@ -22,6 +22,8 @@ from tests.conftest import make_settings, start_live_server, wait_ready
 from tests.fakes import FakeEngine
 from tests.unit.test_store_contract import SPEC
 
+pytestmark = pytest.mark.abuse
+
 HOLDER = """
 import sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], isolation_level=None)

@@ -4,12 +4,16 @@ against both stores; two dispatchers on one store stand for two API nodes."""
 
 from __future__ import annotations
 
+import pytest
+
 from fluxserve.jobs import Job, new_job_id
 from fluxserve.queue.base import LOST_ATTEMPT_ERROR
 from fluxserve.safe_http import Response
 from fluxserve.webhook_dispatch import WebhookDispatcher
 from fluxserve.webhooks import RetryPolicy, WebhookSigner
 from tests.unit.test_store_contract import SPEC, clock, store  # noqa: F401  (fixtures: both backends)
+
+pytestmark = pytest.mark.abuse
 
 LEASE_S = 10
 

@@ -11,6 +11,8 @@ from fluxserve.errors import InputError
 from fluxserve.safe_http import UrlPolicy
 from fluxserve.webhooks import WebhookTargets, checked_webhook_target
 
+pytestmark = pytest.mark.abuse
+
 PUBLIC = "93.184.216.34"
 
 

@@ -4,6 +4,10 @@ Two threads share a batch's life, so the GPU never waits on JPEG encoding or the
 - this loop claims batch N+1 and runs it on the engine (decide, execute: each job gets an outcome);
 - meanwhile a delivery thread encodes and stores batch N's images and writes each of its jobs' end (record).
 At most one batch waits to be delivered: handing over the next waits for the previous delivery to end.
+Nor does the GPU wait on a Redux job's image_url (a slow server may hold it for the whole fetch timeout):
+a claimed Redux job is fetched on a small pool of fetch threads (Fetches) while the loop runs other jobs; once
+its image arrives it runs in a later engine call. While `fetch_concurrency` fetches are pending the loop
+claims nothing more, so it never takes more jobs ahead than it can fetch at once.
 
 Who pays for a failure:
 - an exception inside generation fails that batch's jobs only, and the worker claims the next;
@@ -20,10 +24,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from fluxserve.config import Settings, WarmupSettings
+from fluxserve.config import Settings, UrlSettings, WarmupSettings
 from fluxserve.engine.encode import CONTENT_TYPES, EXTENSIONS, data_uri, encode
 from fluxserve.errors import JobCancelled, StoreBusy, is_device_fatal
 from fluxserve.image_inputs import ImageFetcher, ImageInputError
@@ -36,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # A worker that has not reported for this long no longer counts towards readiness.
 STATE_TTL_S = 15.0
+# While images are being fetched, the idle loop looks for an arrived one at least this often: the store's
+# change signal (which wakes it for a submit) knows nothing of fetch threads.
+FETCH_POLL_S = 0.05
 
 
 class Engine(Protocol):
@@ -101,13 +110,16 @@ class WorkerConfig:
     batch_window_s: float = 0.01
     # Fair sharing: a key with this many running jobs waits while other keys' jobs run (0: no limit).
     max_per_key: int = 0
+    # image_url fetches run at once, off the GPU thread; while this many are pending nothing more is claimed.
+    fetch_concurrency: int = UrlSettings.fetch_concurrency
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> WorkerConfig:
         queue = settings.queue
         fields = dict(worker_id=settings.worker_id, gpu=settings.gpu, lease_s=queue.lease_s,
                       max_attempts=queue.max_attempts, max_batch=queue.max_batch,
-                      batch_window_s=queue.batch_window_s, max_per_key=queue.max_running_per_key)  # fmt: skip
+                      batch_window_s=queue.batch_window_s, max_per_key=queue.max_running_per_key,
+                      fetch_concurrency=settings.urls.fetch_concurrency)  # fmt: skip
         return cls(**{**fields, **overrides})
 
 
@@ -136,8 +148,7 @@ class BatchProgress:
             raise JobCancelled("every job of the batch was cancelled")
 
     def is_ours(self, job: Job) -> bool:
-        current = self.worker.store.get(job.id)
-        return current is not None and current.status is JobStatus.RUNNING and current.worker_id == self.worker.id
+        return self.worker.is_ours(job)
 
 
 class LeaseKeeper:
@@ -166,13 +177,85 @@ class LeaseKeeper:
                     log.warning("lease of %s not renewed: the job store stayed locked", job_id)
 
 
+class LeaseKeepers:
+    """Several keepers stopped as one: a batch of jobs whose images were fetched keeps renewing their
+    leases with the keepers that held them during the fetch (no gap in renewals, no join on the loop)."""
+
+    def __init__(self, keepers: list[LeaseKeeper]) -> None:
+        self.keepers = keepers
+
+    def stop(self) -> None:
+        for keeper in self.keepers:
+            keeper.stop()
+
+
 @dataclass
 class Batch:
     """One pipeline call's jobs, from their claim until each has its terminal state; leased all along."""
 
     jobs: list[Job]
-    keeper: LeaseKeeper
+    keeper: LeaseKeeper | LeaseKeepers
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    # Redux jobs' input images, fetched before the batch was formed: the decoded image, or the fetch's error.
+    images: dict[str, Future[Any]] = field(default_factory=dict)
+
+
+@dataclass(eq=False)  # each fetch is itself: compared by identity
+class Fetch:
+    """A claimed Redux job whose image_url is being fetched on a fetch thread; its lease renewed meanwhile."""
+
+    job: Job
+    keeper: LeaseKeeper
+    image: Future[Any]
+
+
+class Fetches:
+    """The worker's fetch threads and the jobs they fetch for, in claim order. Used by the loop's thread only;
+    the fetch threads just complete their futures (and set `arrived`, which ends the loop's idle wait)."""
+
+    def __init__(self, load: Callable[[Job], Any], concurrency: int) -> None:
+        self._load = load
+        self.concurrency = max(1, concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="image-fetch")
+        self.pending: list[Fetch] = []
+        self.arrived = threading.Event()
+
+    @property
+    def free(self) -> int:
+        """Fetches that can start now without waiting for a thread; the loop claims no Redux job beyond."""
+        return self.concurrency - len(self.pending)
+
+    def start(self, job: Job, keeper: LeaseKeeper) -> None:
+        image = self._pool.submit(self._load, job)
+        image.add_done_callback(lambda _: self.arrived.set())
+        self.pending.append(Fetch(job, keeper, image))
+
+    def take_arrived(self, limit: int, window_s: float) -> list[Fetch]:
+        """The oldest fetch that ended (image or error) and those that can share its engine call: compatible
+        ones ended too, or ending within window_s (Redux jobs claimed together arrive together; the batch
+        window bounds how long one waits for its batch-mates, as when claiming)."""
+        self.arrived.clear()  # before looking: a fetch ending from here on sets it again
+        first = next((fetch for fetch in self.pending if fetch.image.done()), None)
+        if first is None:
+            return []
+        key = first.job.spec.batch_key
+        mates = [fetch for fetch in self.pending if fetch is not first and fetch.job.spec.batch_key == key]
+        mates = mates[: limit - 1] if key is not None else []
+        if mates and not all(mate.image.done() for mate in mates):
+            wait_for_futures([mate.image for mate in mates], timeout=window_s)
+        taken = [first, *(mate for mate in mates if mate.image.done())]
+        self.pending = [fetch for fetch in self.pending if fetch not in taken]
+        return taken
+
+    def abandon(self) -> None:
+        """The worker is going down without running them: leave these jobs to their leases (another worker
+        runs them once they lapse). A fetch in flight ends on its own, within the fetch timeout; its image is
+        dropped."""
+        for fetch in self.pending:
+            fetch.image.cancel()
+            fetch.keeper.stop()
+        self.pending = []
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Deliveries:
@@ -233,6 +316,7 @@ class Worker:
         self.stats = WorkerStats()
         self.stats.info = self.describe()
         self.deliveries = Deliveries(self.deliver)
+        self.fetches = Fetches(self.input_image, self.config.fetch_concurrency)
 
     @property
     def id(self) -> str:
@@ -248,16 +332,18 @@ class Worker:
                 self.stats.info = self.describe()  # a switch that failed to warm up is no longer run
             self.report("ready")
             self.log_start()
-            while not self._stop.is_set():
+            # Once stopped, claim nothing more but run the jobs whose images are still being fetched.
+            while not self._stop.is_set() or self.fetches.pending:
                 try:
                     if not self.run_once():
-                        self.store.wait_for_change(self.config.idle_sleep_s)  # a submit anywhere wakes us at once
+                        self.wait_for_work()
                     self.report("ready", throttle=True)
                 except StoreBusy:
                     # Another process kept the store locked past its retry budget: that one operation failed (a
                     # job it left claimed is requeued when its lease runs out). The loaded model is kept.
                     log.warning("worker %s: the job store stayed locked; trying again", self.id, exc_info=True)
         finally:
+            self.fetches.abandon()  # jobs are left pending only when going down on an error
             self.drain()
         self.report("stopping")
         log.info("worker %s stopped", self.id)
@@ -289,8 +375,9 @@ class Worker:
             self.store.report_worker(self.id, self._state, STATE_TTL_S, self.stats.snapshot())
 
     def stop(self) -> None:
-        """Idempotent, and never blocks (a signal handler calls it): the loop finishes the batch in flight,
-        waits for its delivery, then reports "stopping"."""
+        """Idempotent, and never blocks (a signal handler calls it): the loop finishes the batch in flight and
+        the jobs whose images are being fetched (within the fetch timeout), waits for their delivery, then
+        reports "stopping"."""
         self._stop.set()
 
     @property
@@ -302,17 +389,42 @@ class Worker:
         self.deliveries.drain()
 
     def run_once(self) -> bool:
-        """Claim a job (and compatible ones to batch with it) and process them. False when the queue was empty."""
+        """Run jobs whose input images arrived (claimed earlier, so first), else claim a job (and compatible
+        ones to batch with it) and run it or start fetching its image. False when there was nothing to do."""
         self.store.requeue_expired(self.config.max_attempts)
+        arrived = self.fetches.take_arrived(self.config.max_batch, self.config.batch_window_s)
+        if arrived:
+            self.process_fetched(arrived)
+            return True
+        if self.stopping or self.fetches.free <= 0:
+            return False  # claim no more jobs than can be fetched at once: the rest stay queued (and fair)
         job = self.store.claim(self.id, self.config.lease_s, self.config.max_per_key)
         if job is None:
             return False
-        self.process([job, *self.gather(job)])
+        room = self.config.max_batch - 1
+        if needs_fetch(job):
+            room = min(room, self.fetches.free - 1)  # batch-mates are Redux jobs too, each needing a fetch
+        jobs = [job, *self.gather(job, room)]
+        for redux in filter(needs_fetch, jobs):
+            self.start_fetch(redux)
+        if runnable := [job for job in jobs if not needs_fetch(job)]:
+            self.process(runnable)
         return True
 
-    def gather(self, job: Job) -> list[Job]:
-        """Compatible queued jobs to run in the same pipeline call, waiting at most batch_window_s for them."""
-        key, room = job.spec.batch_key, self.config.max_batch - 1
+    def wait_for_work(self) -> None:
+        """Until the store changes (a submit anywhere wakes us at once), an image arrives, or idle_sleep_s."""
+        if not self.fetches.pending:
+            self.store.wait_for_change(self.config.idle_sleep_s)
+            return
+        deadline = time.monotonic() + self.config.idle_sleep_s
+        while not self.fetches.arrived.is_set() and (left := deadline - time.monotonic()) > 0:
+            if self.store.wait_for_change(min(left, FETCH_POLL_S)):
+                return
+
+    def gather(self, job: Job, room: int) -> list[Job]:
+        """Up to `room` compatible queued jobs to run in the same pipeline call, waiting at most
+        batch_window_s for them."""
+        key = job.spec.batch_key
         if key is None or room <= 0:
             return []
         found: list[Job] = []
@@ -328,7 +440,25 @@ class Worker:
     def process(self, jobs: list[Job]) -> None:
         """Run the batch on the engine, then hand it over for delivery, which writes every job's end."""
         keeper = LeaseKeeper(self.store, [job.id for job in jobs], self.config).start()
-        batch = Batch(jobs, keeper, {job.id: UNFINISHED for job in jobs})
+        self.run_batch(Batch(jobs, keeper, {job.id: UNFINISHED for job in jobs}))
+
+    def start_fetch(self, job: Job) -> None:
+        """Fetch the job's image on a fetch thread, its lease renewed until its batch is delivered."""
+        keeper = LeaseKeeper(self.store, [job.id], self.config).start()
+        try:
+            self.fetches.start(job, keeper)
+        except BaseException:
+            keeper.stop()  # not started: the job is left to its lease
+            raise
+
+    def process_fetched(self, fetched: list[Fetch]) -> None:
+        """Jobs whose fetch ended, as one batch (leased by the keepers of their fetches)."""
+        jobs = [fetch.job for fetch in fetched]
+        keeper = LeaseKeepers([fetch.keeper for fetch in fetched])
+        images = {fetch.job.id: fetch.image for fetch in fetched}
+        self.run_batch(Batch(jobs, keeper, {job.id: UNFINISHED for job in jobs}, images))
+
+    def run_batch(self, batch: Batch) -> None:
         try:
             self.execute(batch)
         finally:
@@ -340,7 +470,7 @@ class Worker:
         self.stats.busy = 1
         self.report("ready")
         try:
-            ready = self.prepare_inputs(batch.jobs, outcomes)
+            ready = self.prepare_inputs(batch, outcomes)
             if ready:
                 specs = [job.spec for job, _ in ready]
                 progress = BatchProgress(self, batch.jobs)
@@ -362,19 +492,35 @@ class Worker:
         finally:
             self.stats.busy = 0
 
-    def prepare_inputs(self, jobs: list[Job], outcomes: dict[str, Outcome]) -> list[tuple[Job, Any]]:
-        """Each job's input image (Redux); a job whose image_url is unusable fails alone with a 422."""
+    def prepare_inputs(self, batch: Batch, outcomes: dict[str, Outcome]) -> list[tuple[Job, Any]]:
+        """Each job with its input image (Redux: fetched already); a job whose image_url is unusable fails
+        alone with a 422, and one cancelled while its image was fetched is not run."""
         ready = []
-        for job in jobs:
+        for job in batch.jobs:
+            fetched = batch.images.get(job.id)
+            if fetched is None:
+                ready.append((job, None))
+                continue
             try:
-                ready.append((job, self.input_image(job)))
+                image = fetched.result()  # done: raises what the fetch raised
             except ImageInputError as exc:
                 log.info("job %s: unusable image_url: %s", job.id, exc)
                 outcomes[job.id] = Failed(JobError.bad_image_url(str(exc)))
+                continue
+            if self.is_ours(job):
+                ready.append((job, image))
+            else:
+                outcomes[job.id] = EndedElsewhere()
         return ready
 
+    def is_ours(self, job: Job) -> bool:
+        """Still running on this worker: not cancelled, nor requeued to another after its lease lapsed."""
+        current = self.store.get(job.id)
+        return current is not None and current.status is JobStatus.RUNNING and current.worker_id == self.id
+
     def input_image(self, job: Job) -> Any:
-        """Redux's input image, fetched and decoded here, outside the engine; nothing fetched is kept."""
+        """Redux's input image, fetched and decoded on a fetch thread, outside the engine; nothing fetched is
+        kept."""
         if job.spec.image_url is None:
             return None
         if self.images is None:
@@ -459,6 +605,11 @@ class Worker:
             blob_keys.append(key)
             url = self.blobs.url(key, spec.base_url)
         return {"url": url, "content_type": content_type, "width": image.width, "height": image.height}
+
+
+def needs_fetch(job: Job) -> bool:
+    """A Redux job: its image_url is fetched before it can run."""
+    return job.spec.image_url is not None
 
 
 def decide_unfinished(outcomes: dict[str, Outcome], outcome: Outcome) -> None:
