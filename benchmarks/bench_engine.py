@@ -46,14 +46,14 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.gpu_preflight import profiled, top_kernels  # noqa: E402
-from fluxserve.config import TINY_MODEL_SUBDIR  # noqa: E402
+from fluxserve.core.settings import TINY_MODEL_SUBDIR  # noqa: E402
 from fluxserve.engine.accel import LEVELS, AccelSettings  # noqa: E402
 from fluxserve.engine.loading import Placement, load_flux_pipeline, quiet_libraries  # noqa: E402
 from fluxserve.engine.loading import require_model_dir, resolve_placement  # noqa: E402
 from fluxserve.engine.pipeline import MAX_SEQUENCE_LENGTH, FluxEngine  # noqa: E402
 from fluxserve.engine.safety import SafetyChecker  # noqa: E402
 from fluxserve.engine.seeds import generators  # noqa: E402
-from fluxserve.jobs import GenerationSpec  # noqa: E402
+from fluxserve.core.jobs import GenerationSpec  # noqa: E402
 
 STOCK = "diffusers (baseline)"
 PROMPT = "a red fox in the snow, morning light"

@@ -21,8 +21,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.procs import Proc, free_port  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.support.procs import Proc, free_port  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 BODY = {"prompt": "bench", "image_size": {"width": 16, "height": 16}, "num_inference_steps": 1, "sync_mode": True}
 

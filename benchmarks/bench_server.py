@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from tests.e2e.procs import Proc, free_port  # noqa: E402
+from tests.support.procs import Proc, free_port  # noqa: E402
 
 BODY = {"prompt": "a red fox", "image_size": {"width": 256, "height": 256}, "num_inference_steps": 4,
         "output_format": "jpeg", "seed": 1}  # fmt: skip
@@ -51,8 +51,8 @@ def bare_pipeline_ms(model: Path, repeats: int) -> float:
     """The same generation in-process: engine + JPEG encode, no HTTP, no queue."""
     from fluxserve.api.endpoints import text_to_spec
     from fluxserve.api.schemas import SchnellInput
-    from fluxserve.config import EngineSettings
-    from fluxserve.engine.encode import encode
+    from fluxserve.core.settings import EngineSettings
+    from fluxserve.worker.outputs import encode
     from fluxserve.engine.pipeline import FluxEngine
 
     engine = FluxEngine.load(EngineSettings(model_path=model, device="cpu"))

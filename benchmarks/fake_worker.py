@@ -9,9 +9,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from fluxserve.cli import build_parser, settings_from_args
-from fluxserve.engine.worker import Worker, WorkerConfig
-from fluxserve.server import open_blobs, open_store
+from fluxserve.cli.main import build_parser, settings_from_args
+from fluxserve.worker.loop import Worker, WorkerConfig
+from fluxserve.processes.api_process import open_blobs, open_store
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fluxserve.config import (
+from fluxserve.core.settings import (
     ApiSettings,
     EngineSettings,
     QueueSettings,
@@ -22,8 +22,8 @@ from fluxserve.config import (
     UrlSettings,
     WebhookSettings,
 )
-from tests.fakes import FakeEngine
-from tests.s3_fixtures import s3_blobs, s3_server, s3_settings  # noqa: F401  (fixtures for every test)
+from tests.support.fakes import FakeEngine
+from tests.support.s3_fixtures import s3_blobs, s3_server, s3_settings  # noqa: F401  (fixtures for every test)
 
 
 # Tests send webhooks to receivers on loopback only, which the operator must allow explicitly.
@@ -101,8 +101,8 @@ def add_keys(store: Any, *names: str) -> dict[str, dict[str, str]]:
 
 
 def start_live_server(settings: Settings, engine: Any) -> LiveServer:
-    from fluxserve.engine.worker import Worker, WorkerConfig
-    from fluxserve.server import ApiServer, image_fetcher, open_blobs, open_store
+    from fluxserve.worker.loop import Worker, WorkerConfig
+    from fluxserve.processes.api_process import ApiServer, image_fetcher, open_blobs, open_store
 
     api = ApiServer(settings)
     config = WorkerConfig.from_settings(settings, worker_id="test-worker", idle_sleep_s=0.005)
@@ -124,7 +124,7 @@ def start_live_server(settings: Settings, engine: Any) -> LiveServer:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.redis_server import RedisServer
+    from tests.support.redis_server import RedisServer
 
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()

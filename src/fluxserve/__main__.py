@@ -1,3 +1,3 @@
-from fluxserve.cli import main
+from fluxserve.cli.main import main
 
 raise SystemExit(main())

@@ -16,7 +16,7 @@ def test_a_non_ascii_request_id_is_a_404_not_a_server_error(fake_server):
 
 
 def test_a_store_locked_past_its_retry_budget_is_a_503_to_retry(fake_server, monkeypatch):
-    from fluxserve.errors import StoreBusy
+    from fluxserve.core.errors import StoreBusy
 
     def locked(*args, **kwargs):
         raise StoreBusy("database is locked")

@@ -13,7 +13,7 @@ import pytest
 
 from fluxserve.api.auth import new_key
 from tests.conftest import make_settings, start_live_server
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 pytestmark = pytest.mark.abuse
 
@@ -191,8 +191,8 @@ def test_a_running_sync_job_whose_client_hangs_up_stops_between_steps(tmp_path, 
 
 
 def test_the_per_key_share_is_an_operator_flag_with_its_default_from_queue_settings(tmp_path):
-    from fluxserve.cli import build_parser, settings_from_args
-    from fluxserve.config import QueueSettings
+    from fluxserve.cli.main import build_parser, settings_from_args
+    from fluxserve.core.settings import QueueSettings
 
     def queue(argv, env=None):
         args = build_parser(env or {}).parse_args(["serve", "--data-dir", str(tmp_path), *argv])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from tests.conftest import make_settings, start_live_server
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 SUBMIT = "/queue/fal-ai/flux/schnell"
 

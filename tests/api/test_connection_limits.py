@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import LiveServer, make_settings, start_live_server
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 pytestmark = pytest.mark.abuse
 

@@ -9,7 +9,7 @@ import time
 import uuid
 
 from tests.conftest import make_settings, start_live_server
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 
 def redis_settings(tmp_path, redis_server, name):
@@ -19,7 +19,7 @@ def redis_settings(tmp_path, redis_server, name):
 
 
 def test_any_node_answers_and_cancels_for_any_other(tmp_path, redis_server):
-    from fluxserve.queue.redis import RedisJobStore
+    from fluxserve.store.redis import RedisJobStore
 
     RedisJobStore.open(redis_server.url).redis.flushdb()
     slow = FakeEngine(step_s=0.05)

@@ -10,8 +10,8 @@ import time
 
 from PIL import Image
 
-from fluxserve.cli import build_parser
-from fluxserve.generate import run_generate
+from fluxserve.cli.main import build_parser
+from fluxserve.cli.generate import run_generate
 
 
 def generate(server, out, *flags):
@@ -67,7 +67,7 @@ def test_ctrl_c_cancels_the_job_on_the_server(fake_server, fake_engine, tmp_path
 
 
 def test_without_a_server_an_embedded_one_is_started(tiny_model_dir, tmp_path, monkeypatch):
-    import fluxserve.generate as gen
+    import fluxserve.cli.generate as gen
 
     monkeypatch.setattr(gen, "DEFAULT_SERVER", "http://127.0.0.1:9")  # nothing answers there
     args = build_parser({}).parse_args(["generate", "a cat", "--size", "64x64", "--seed", "2", "--data-dir",

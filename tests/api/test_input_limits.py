@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from fluxserve.config import ApiSettings
+from fluxserve.core.settings import ApiSettings
 from tests.conftest import make_settings, start_live_server
 
 pytestmark = pytest.mark.abuse
@@ -242,7 +242,7 @@ def test_a_non_finite_start_timeout_is_refused_without_echo(fake_server):
 
 
 def test_the_limits_are_flags(tmp_path):
-    from fluxserve.cli import build_parser, settings_from_args
+    from fluxserve.cli.main import build_parser, settings_from_args
 
     args = build_parser({}).parse_args(
         ["api", "--data-dir", str(tmp_path), "--max-body-bytes", "1000", "--max-prompt-length", "10",

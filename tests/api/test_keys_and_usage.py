@@ -10,7 +10,7 @@ import pytest
 
 from fluxserve.api.auth import new_key
 from tests.conftest import add_keys, make_settings, start_live_server
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 RUN = "/fal-ai/flux/schnell"
 
@@ -104,7 +104,7 @@ def test_keys_and_usage_commands(tmp_path):
 
 
 def test_auth_defaults_follow_the_bind_address():
-    from fluxserve.cli import build_parser, settings_from_args
+    from fluxserve.cli.main import build_parser, settings_from_args
 
     def auth(*argv):
         return settings_from_args(build_parser({}).parse_args(["serve", *argv])).api.auth

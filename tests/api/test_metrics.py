@@ -8,7 +8,7 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_settings, start_live_server, wait_ready
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 
 def scrape(http) -> dict[str, dict]:

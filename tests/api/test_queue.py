@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.conftest import make_settings, start_live_server
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 SUBMIT = "/queue/fal-ai/flux/schnell"
 BODY = {"prompt": "a cat", "image_size": "square", "seed": 1}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from tests.conftest import make_settings, start_live_server, wait_ready
-from tests.fakes import CPU_DESCRIPTION, FakeEngine
+from tests.support.fakes import CPU_DESCRIPTION, FakeEngine
 
 
 def test_ready_lists_each_worker_with_its_gpu_device_and_levels(tmp_path):

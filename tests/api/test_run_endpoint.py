@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_settings, start_live_server
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 RUN = "/fal-ai/flux/schnell"
 

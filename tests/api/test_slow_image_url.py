@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import add_keys, make_settings, start_live_server
 from tests.e2e.test_redux import png_data_uri
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 pytestmark = pytest.mark.abuse
 

@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 import fal_client
 import pytest
 
-from fluxserve.upkeep import Upkeep
-from fluxserve.uploads import Uploads
+from fluxserve.processes.upkeep import Upkeep
+from fluxserve.blobs.uploads import Uploads
 from tests.api.test_served_files import PNG
 from tests.conftest import add_keys, make_settings, start_live_server
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 pytestmark = pytest.mark.abuse
 

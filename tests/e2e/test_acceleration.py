@@ -8,10 +8,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fluxserve.config import AccelSettings, EngineSettings
+from fluxserve.core.settings import AccelSettings, EngineSettings
 from fluxserve.engine.pipeline import FluxEngine
 from fluxserve.engine.switches import attention_modules
-from fluxserve.jobs import GenerationSpec
+from fluxserve.core.jobs import GenerationSpec
 
 SPEC = GenerationSpec(kind="text", prompt="a photo of a cat", width=128, height=96, num_inference_steps=3, seed=7,
                       num_images=1, guidance_scale=3.5, enable_safety_checker=True, output_format="png",

@@ -54,7 +54,7 @@ def test_the_stock_baseline_runs_the_eager_modules_whatever_level_ran_before(tin
     from fluxserve.engine.loading import load_flux_pipeline, resolve_placement
     from fluxserve.engine.safety import SafetyChecker
     from fluxserve.engine.switches import CudaGraphs, Float8
-    from tests.fp8_fakes import FakeGraphFactory, fake_quantise
+    from tests.support.fp8_fakes import FakeGraphFactory, fake_quantise
 
     # Every switch of the GPU path, on CPU: an fp8 twin (fake quantiser), compiled blocks (a CPU backend: were
     # the stock run to reach one, it would fail in seconds), and a CUDA-graph wrapper (fake graphs).

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.e2e.procs import Cluster, Proc
+from tests.support.procs import Cluster, Proc
 
 SUBMIT = "/queue/fal-ai/flux/schnell"
 # Big and long enough on the tiny model (about 2 s on 2 cores) to be killed in the middle.

@@ -1,6 +1,6 @@
 """The GPU path's decisions, proven on CPU with the real tiny model: what each level really runs (fp8 twin, regional
 compile, attention backend, CUDA graphs), that none of it leaks into `none`, and that a failing switch costs only
-itself. Stand-ins (tests/fp8_fakes.py) replace only what the CPU lacks: fp8 kernels, CUDA graphs."""
+itself. Stand-ins (tests/support/fp8_fakes.py) replace only what the CPU lacks: fp8 kernels, CUDA graphs."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from fluxserve.config import AccelSettings, EngineSettings, WarmupSettings
+from fluxserve.core.settings import AccelSettings, EngineSettings, WarmupSettings
 from fluxserve.engine.pipeline import FluxEngine
 from fluxserve.engine.switches import CudaGraphs, Float8, has_float8_weights, repeated_blocks
-from fluxserve.jobs import GenerationSpec
-from tests.fp8_fakes import FakeGraphFactory, RecordingBackend, fake_quantise
+from fluxserve.core.jobs import GenerationSpec
+from tests.support.fp8_fakes import FakeGraphFactory, RecordingBackend, fake_quantise
 
 SPEC = GenerationSpec(kind="text", prompt="a lighthouse at dusk", width=64, height=48, num_inference_steps=2, seed=3,
                       num_images=1, guidance_scale=3.5, enable_safety_checker=True, output_format="png",

@@ -8,7 +8,7 @@ import time
 
 import fal_client
 
-from tests.e2e.procs import Cluster
+from tests.support.procs import Cluster
 
 APP = "fal-ai/flux/schnell"
 JOBS = 100

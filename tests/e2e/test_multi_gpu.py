@@ -13,7 +13,7 @@ import sys
 
 import httpx
 
-from tests.e2e.procs import Proc, free_port
+from tests.support.procs import Proc, free_port
 
 GPUS = "14,15"
 

@@ -11,7 +11,7 @@ import fal_client
 import pytest
 from PIL import Image
 
-from fluxserve.config import UrlSettings
+from fluxserve.core.settings import UrlSettings
 from tests.conftest import make_settings, start_live_server
 
 REDUX = "/fal-ai/flux/schnell/redux"
@@ -175,8 +175,8 @@ def test_js_style_initiate_and_put_upload(tiny_server):
 
 
 def test_generate_command_with_a_local_redux_image(tiny_server, tmp_path):
-    from fluxserve.cli import build_parser
-    from fluxserve.generate import run_generate
+    from fluxserve.cli.main import build_parser
+    from fluxserve.cli.generate import run_generate
 
     source = tmp_path / "input.png"
     Image.new("RGB", (40, 40), (90, 200, 10)).save(source)

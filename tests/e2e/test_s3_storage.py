@@ -8,15 +8,15 @@ import io
 import httpx
 from PIL import Image
 
-from fluxserve.config import UrlSettings
+from fluxserve.core.settings import UrlSettings
 from tests.conftest import make_settings, start_live_server
-from tests.s3_fixtures import TEST_REGION
+from tests.support.s3_fixtures import TEST_REGION
 
 
 def test_outputs_live_in_the_bucket_and_feed_redux(tmp_path, tiny_engine, s3_server, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    from fluxserve.storage.s3 import S3BlobStore, S3Settings
+    from fluxserve.blobs.s3 import S3BlobStore, S3Settings
 
     S3BlobStore.open(S3Settings(bucket="images", endpoint_url=s3_server, region=TEST_REGION), create_bucket=True)
     settings = make_settings(tmp_path, redux_enabled=True)

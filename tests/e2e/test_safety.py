@@ -17,7 +17,7 @@ from diffusers import AutoencoderKL
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
-from fluxserve.config import EngineSettings
+from fluxserve.core.settings import EngineSettings
 from fluxserve.engine.images import to_pil, to_pixels
 from fluxserve.engine.loading import Placement
 from fluxserve.engine.pipeline import FluxEngine

@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from fluxserve.config import EngineSettings
+from fluxserve.core.settings import EngineSettings
 from fluxserve.engine.checkpoints import load_transformer
 from fluxserve.engine.loading import Placement, require_model
 from fluxserve.engine.pipeline import FluxEngine
-from fluxserve.errors import ModelLoadError
-from fluxserve.jobs import GenerationSpec
-from tests.bfl_format import to_bfl
+from fluxserve.core.errors import ModelLoadError
+from fluxserve.core.jobs import GenerationSpec
+from tests.support.bfl_format import to_bfl
 
 SPEC = GenerationSpec(kind="text", prompt="a cat", width=64, height=64, num_inference_steps=2, seed=5, num_images=1,
                       guidance_scale=3.5, enable_safety_checker=False, output_format="png", sync_mode=False,

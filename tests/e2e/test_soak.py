@@ -26,8 +26,8 @@ import httpx
 import pytest
 
 from tests.conftest import add_keys
-from tests.e2e.procs import Proc, free_port
-from tests.redis_server import RedisServer
+from tests.support.procs import Proc, free_port
+from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_SCRIPT = ROOT / "tests" / "js" / "soak_client.mjs"
@@ -95,7 +95,7 @@ def cluster(tmp_path, tiny_model_dir, tiny_redux_dir):
 
 
 def open_store(url: str) -> Any:
-    from fluxserve.queue.redis import RedisJobStore
+    from fluxserve.store.redis import RedisJobStore
 
     return RedisJobStore.open(url)
 
@@ -289,7 +289,7 @@ def test_a_thousand_jobs_through_both_clients_survive_random_sigkills_of_workers
     # Completed: its own seed, exactly one image, an output no other job has.
     completed = [j for j in jobs.values() if j.status.value == "completed"]
     assert all(j.output["seed"] == seeds[j.id] and len(j.output["images"]) == 1 for j in completed)
-    from fluxserve.storage.local import LocalBlobStore
+    from fluxserve.blobs.local import LocalBlobStore
 
     blobs = LocalBlobStore.open(c.tmp_path / "shared" / "files")
     digests = {hashlib.sha256(blobs.read(j.blob_keys[0])[0]).hexdigest() for j in completed}

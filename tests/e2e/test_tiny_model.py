@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_settings, start_live_server
-from tests.fakes import FailingEngine
+from tests.support.fakes import FailingEngine
 
 RUN = "/fal-ai/flux/schnell"
 SMALL = {"width": 256, "height": 192}
@@ -57,8 +57,8 @@ def test_same_request_same_bytes_and_other_seed_other_bytes(tiny_server):
 def test_same_seed_same_bytes_after_reloading_the_model(tiny_server, tiny_model_dir):
     from fluxserve.api.endpoints import text_to_spec
     from fluxserve.api.schemas import SchnellInput
-    from fluxserve.config import EngineSettings
-    from fluxserve.engine.encode import encode
+    from fluxserve.core.settings import EngineSettings
+    from fluxserve.worker.outputs import encode
     from fluxserve.engine.pipeline import FluxEngine
 
     request = {"prompt": "a photo of a cat", "image_size": SMALL, "seed": 11, "output_format": "png"}
@@ -90,7 +90,7 @@ def test_num_images_run_as_one_batched_call(tiny_engine, monkeypatch):
         return original(pipe, *args, **kwargs)
 
     monkeypatch.setattr(tiny_engine.pipe.__class__, "__call__", spy)
-    from fluxserve.jobs import GenerationSpec
+    from fluxserve.core.jobs import GenerationSpec
 
     spec = GenerationSpec(kind="text", prompt="p", width=64, height=64, num_inference_steps=2, seed=3,
                           num_images=3, guidance_scale=3.5, enable_safety_checker=True, output_format="png",

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LiveServer, make_settings, start_live_server
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 EXAMPLES_PER_OPERATION = 20
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fluxserve.cli import build_parser, settings_from_args
+from fluxserve.cli.main import build_parser, settings_from_args
 
 
 def settings(argv, env=None):
@@ -47,7 +47,7 @@ def test_fetch_limits_and_url_policy_flags():
 
 
 def test_server_builds_its_url_policy_from_settings():
-    from fluxserve.server import url_policy
+    from fluxserve.processes.api_process import url_policy
 
     policy = url_policy(settings(["--fetch-max-bytes", "1000", "--fetch-timeout", "2.5", "--fetch-max-redirects", "1"]))
     assert (policy.max_bytes, policy.total_timeout_s, policy.max_redirects) == (1000, 2.5, 1)
@@ -62,8 +62,8 @@ def test_performance_flags():
 
 
 def test_acceleration_flags_default_to_the_settings_defaults_and_reach_the_engine():
-    from fluxserve.config import AccelSettings, WarmupSettings
-    from fluxserve.sizing import PRESETS
+    from fluxserve.core.settings import AccelSettings, WarmupSettings
+    from fluxserve.core.sizing import PRESETS
 
     s = settings([])
     assert s.engine.accel == AccelSettings()

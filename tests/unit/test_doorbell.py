@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from fluxserve.jobs import Job, new_job_id
-from fluxserve.queue.sqlite import SQLiteJobStore
+from fluxserve.core.jobs import Job, new_job_id
+from fluxserve.store.sqlite import SQLiteJobStore
 from tests.unit.test_store_contract import SPEC
 
 

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from fluxserve.cli import build_parser, settings_from_args
-from fluxserve.gpus import (
+from fluxserve.cli.main import build_parser, settings_from_args
+from fluxserve.processes.gpus import (
     Gpu,
     GpuPlanError,
     WorkerSlot,

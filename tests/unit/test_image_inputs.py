@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from fluxserve.image_inputs import (
+from fluxserve.net.image_inputs import (
     ImageFetcher,
     ImageInputError,
     check_data_uri_size,
@@ -18,8 +18,8 @@ from fluxserve.image_inputs import (
     decode_image,
     own_file_key,
 )
-from fluxserve.safe_http import GuardedBackend, UrlPolicy
-from fluxserve.storage.local import LocalBlobStore
+from fluxserve.net.safe_http import GuardedBackend, UrlPolicy
+from fluxserve.blobs.local import LocalBlobStore
 
 
 def encoded(fmt: str, size=(8, 6), **kwargs) -> bytes:

@@ -21,11 +21,11 @@ from fluxserve.api import errors, json_limits
 from fluxserve.api.body_limits import RouteLimits
 from fluxserve.api.endpoints import ENDPOINTS
 from fluxserve.api.schemas import ImageSize, ImageSizePreset, ReduxInput, SchnellInput
-from fluxserve.config import ApiSettings
+from fluxserve.core.settings import ApiSettings
 from fluxserve.engine import prompts
-from fluxserve.errors import InputError
+from fluxserve.core.errors import InputError
 from tests.conftest import make_settings, start_live_server
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 API = ApiSettings()
 # The limits the live server applies to each endpoint, built from the defaults as the server builds them.

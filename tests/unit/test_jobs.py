@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from fluxserve.jobs import TERMINAL, JobStatus, can_transition
+from fluxserve.core.jobs import TERMINAL, JobStatus, can_transition
 
 
 def test_terminal_states_are_final():

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from fluxserve.engine.loading import check_model_dir, require_model_dir
-from fluxserve.errors import ModelLoadError
+from fluxserve.core.errors import ModelLoadError
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpcore
 import pytest
 
-from fluxserve.safe_http import (
+from fluxserve.net.safe_http import (
     FetchError,
     GuardedBackend,
     InvalidUrl,
@@ -29,7 +29,7 @@ from fluxserve.safe_http import (
     classify,
     validate_url,
 )
-from fluxserve.tls import ensure_self_signed
+from fluxserve.processes.tls import ensure_self_signed
 
 pytestmark = pytest.mark.abuse
 

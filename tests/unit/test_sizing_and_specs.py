@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from fluxserve import sizing
+from fluxserve.core import sizing
 from fluxserve.api.endpoints import text_to_spec
 from fluxserve.api.schemas import SchnellInput
-from fluxserve.errors import InputError
-from fluxserve.jobs import GenerationSpec
+from fluxserve.core.errors import InputError
+from fluxserve.core.jobs import GenerationSpec
 
 
 def test_presets_are_fals_sizes():

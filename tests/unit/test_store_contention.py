@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from fluxserve.errors import StoreBusy
-from fluxserve.jobs import Job, JobStatus, new_job_id
-from fluxserve.queue.sqlite import SQLiteJobStore
+from fluxserve.core.errors import StoreBusy
+from fluxserve.core.jobs import Job, JobStatus, new_job_id
+from fluxserve.store.sqlite import SQLiteJobStore
 from tests.conftest import make_settings, start_live_server, wait_ready
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 from tests.unit.test_store_contract import SPEC
 
 pytestmark = pytest.mark.abuse
@@ -115,8 +115,8 @@ def test_a_lock_past_the_budget_fails_that_one_operation_and_reads_go_on(tmp_pat
 
 def test_a_worker_outlives_a_lock_past_its_budget(tmp_path):
     """The operation that ran out of budget fails; the worker (and its loaded model) does not."""
-    from fluxserve.engine.worker import Worker, WorkerConfig
-    from fluxserve.server import open_blobs
+    from fluxserve.worker.loop import Worker, WorkerConfig
+    from fluxserve.processes.api_process import open_blobs
 
     settings = make_settings(tmp_path)
     path = settings.queue.db_path

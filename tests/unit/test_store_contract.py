@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from fluxserve.jobs import GenerationSpec, Job, JobError, JobStatus, LogLine, new_job_id
-from fluxserve.queue.sqlite import SQLiteJobStore
-from tests.fakes import FakeClock
+from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus, LogLine, new_job_id
+from fluxserve.store.sqlite import SQLiteJobStore
+from tests.support.fakes import FakeClock
 
 SPEC = GenerationSpec(
     kind="text", prompt="p", width=64, height=64, num_inference_steps=1, seed=1, num_images=1,
@@ -29,7 +29,7 @@ def store(request, tmp_path, clock):
     if request.param == "sqlite":
         store = SQLiteJobStore.open(tmp_path / "jobs.sqlite3", clock=clock)
     else:
-        from fluxserve.queue.redis import RedisJobStore
+        from fluxserve.store.redis import RedisJobStore
 
         server = request.getfixturevalue("redis_server")
         store = RedisJobStore.open(server.url, namespace=f"test-{uuid.uuid4().hex}:", clock=clock)
@@ -148,7 +148,7 @@ def test_jobs_survive_reopening(tmp_path, clock):
 
 
 def test_jobs_survive_a_redis_restart(redis_server, clock):
-    from fluxserve.queue.redis import RedisJobStore
+    from fluxserve.store.redis import RedisJobStore
 
     store = RedisJobStore.open(redis_server.url, namespace=f"test-{uuid.uuid4().hex}:", clock=clock)
     queued, running = submit(store), submit(store)
@@ -306,7 +306,7 @@ def test_worker_reports_carry_stats_and_queue_stats(store, clock):
 
 
 def test_api_keys(store, clock):
-    from fluxserve.jobs import ApiKey
+    from fluxserve.core.jobs import ApiKey
 
     store.create_key(ApiKey("k1", "hash1", "alice", False, clock()))
     clock.advance(1)
@@ -387,7 +387,7 @@ def test_a_key_at_its_concurrency_limit_waits(store, clock):
 @pytest.fixture(params=["sqlite", "redis"])
 def handles(request, tmp_path, clock):
     """Opens any number of handles on one store, each with its own connection, as separate API nodes would."""
-    from fluxserve.queue.redis import RedisJobStore
+    from fluxserve.store.redis import RedisJobStore
 
     opened = []
     namespace = f"test-{uuid.uuid4().hex}:"
@@ -408,7 +408,7 @@ def handles(request, tmp_path, clock):
 
 def race_submits(handles, jobs, admission):
     """Submit every job at once, each from its own thread, spread over the handles: {job id: QueueFull}."""
-    from fluxserve.queue.base import QueueFull
+    from fluxserve.store.protocols import QueueFull
 
     barrier = threading.Barrier(len(jobs))
     refused: dict[str, QueueFull] = {}
@@ -429,7 +429,7 @@ def race_submits(handles, jobs, admission):
 
 
 def test_the_queue_cap_holds_exactly_under_racing_submits(handles):
-    from fluxserve.queue.base import Admission
+    from fluxserve.store.protocols import Admission
 
     nodes = [handles() for _ in range(6)]
     jobs = [Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC) for _ in range(60)]
@@ -440,7 +440,7 @@ def test_the_queue_cap_holds_exactly_under_racing_submits(handles):
 
 
 def test_one_keys_share_holds_under_racing_submits_and_leaves_room_for_others(handles):
-    from fluxserve.queue.base import Admission
+    from fluxserve.store.protocols import Admission
 
     nodes = [handles() for _ in range(4)]
     admission = Admission(max_queued=100, max_queued_per_key=5)
@@ -453,7 +453,7 @@ def test_one_keys_share_holds_under_racing_submits_and_leaves_room_for_others(ha
 
 
 def test_a_keys_share_counts_only_its_queued_jobs(store, clock):
-    from fluxserve.queue.base import Admission, QueueFull
+    from fluxserve.store.protocols import Admission, QueueFull
 
     admission = Admission(max_queued_per_key=2)
 
@@ -479,7 +479,7 @@ def test_a_keys_share_counts_only_its_queued_jobs(store, clock):
 
 
 def test_a_resubmitted_id_is_a_no_op_even_when_the_queue_is_full(store):
-    from fluxserve.queue.base import Admission
+    from fluxserve.store.protocols import Admission
 
     job = submit(store)
     store.submit(job, Admission(max_queued=1, max_queued_per_key=1))
@@ -487,7 +487,7 @@ def test_a_resubmitted_id_is_a_no_op_even_when_the_queue_is_full(store):
 
 
 def test_a_cap_of_zero_admits_nothing(store):
-    from fluxserve.queue.base import Admission, QueueFull
+    from fluxserve.store.protocols import Admission, QueueFull
 
     with pytest.raises(QueueFull) as refused:
         store.submit(Job(id=new_job_id(), app="a", spec=SPEC), Admission(max_queued=0))

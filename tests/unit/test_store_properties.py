@@ -19,10 +19,10 @@ from hypothesis.stateful import (
     Bundle, RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test,
 )  # fmt: skip
 
-from fluxserve.jobs import GenerationSpec, Job, JobError, JobStatus, can_transition, megapixels, new_job_id
-from fluxserve.queue.base import Admission, QueueFull
-from fluxserve.queue.sqlite import SQLiteJobStore
-from tests.fakes import FakeClock
+from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus, can_transition, megapixels, new_job_id
+from fluxserve.store.protocols import Admission, QueueFull
+from fluxserve.store.sqlite import SQLiteJobStore
+from tests.support.fakes import FakeClock
 from tests.unit.test_store_contract import SPEC
 
 APP = "fal-ai/flux/schnell"
@@ -264,7 +264,7 @@ def sqlite_opener(folder: Path):
 
 
 def redis_opener(url: str):
-    from fluxserve.queue.redis import RedisJobStore
+    from fluxserve.store.redis import RedisJobStore
 
     class Cleaned(RedisJobStore):
         """A fresh namespace per example, deleted when the example ends: the shared server stays small."""

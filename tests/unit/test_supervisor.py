@@ -10,8 +10,8 @@ import sys
 import threading
 import time
 
-from fluxserve.gpus import plan_workers, visible_gpus
-from fluxserve.supervisor import CONFIG_ERROR, Child, Supervisor, worker_children
+from fluxserve.processes.gpus import plan_workers, visible_gpus
+from fluxserve.processes.supervisor import CONFIG_ERROR, Child, Supervisor, worker_children
 
 
 def python(code: str) -> list[str]:

@@ -7,7 +7,7 @@ import ssl
 
 from cryptography import x509
 
-from fluxserve.tls import ensure_self_signed
+from fluxserve.processes.tls import ensure_self_signed
 
 
 def test_generated_once_and_reused(tmp_path):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fluxserve.config import QueueSettings
-from fluxserve.jobs import Job, JobStatus, new_job_id
-from fluxserve.queue.sqlite import SQLiteJobStore
-from fluxserve.storage.local import LocalBlobStore
-from fluxserve.upkeep import Upkeep
-from tests.fakes import FakeClock
+from fluxserve.core.settings import QueueSettings
+from fluxserve.core.jobs import Job, JobStatus, new_job_id
+from fluxserve.store.sqlite import SQLiteJobStore
+from fluxserve.blobs.local import LocalBlobStore
+from fluxserve.processes.upkeep import Upkeep
+from tests.support.fakes import FakeClock
 from tests.unit.test_store_contract import SPEC
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import threading
 import time
 
-from fluxserve.cli import build_parser, settings_from_args
-from fluxserve.safe_http import Response
-from fluxserve.server import webhook_dispatcher
-from fluxserve.webhook_dispatch import WebhookDispatcher
-from fluxserve.webhooks import RetryPolicy, WebhookSigner
+from fluxserve.cli.main import build_parser, settings_from_args
+from fluxserve.net.safe_http import Response
+from fluxserve.processes.api_process import webhook_dispatcher
+from fluxserve.net.webhook_dispatch import WebhookDispatcher
+from fluxserve.net.webhooks import RetryPolicy, WebhookSigner
 from tests.unit.test_store_contract import clock, store  # noqa: F401  (fixtures: both backends)
 from tests.unit.test_webhook_fencing import finished_with_webhook
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from fluxserve.jobs import Job, new_job_id
-from fluxserve.queue.base import LOST_ATTEMPT_ERROR
-from fluxserve.safe_http import Response
-from fluxserve.webhook_dispatch import WebhookDispatcher
-from fluxserve.webhooks import RetryPolicy, WebhookSigner
+from fluxserve.core.jobs import Job, new_job_id
+from fluxserve.store.protocols import LOST_ATTEMPT_ERROR
+from fluxserve.net.safe_http import Response
+from fluxserve.net.webhook_dispatch import WebhookDispatcher
+from fluxserve.net.webhooks import RetryPolicy, WebhookSigner
 from tests.unit.test_store_contract import SPEC, clock, store  # noqa: F401  (fixtures: both backends)
 
 pytestmark = pytest.mark.abuse

@@ -18,8 +18,8 @@ import nacl.exceptions
 import nacl.signing
 import pytest
 
-from fluxserve.safe_http import SafeClient, UrlPolicy
-from fluxserve.webhooks import (
+from fluxserve.net.safe_http import SafeClient, UrlPolicy
+from fluxserve.net.webhooks import (
     USER_AGENT,
     Attempt,
     RetryPolicy,

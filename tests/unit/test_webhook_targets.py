@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from fluxserve.errors import InputError
-from fluxserve.safe_http import UrlPolicy
-from fluxserve.webhooks import WebhookTargets, checked_webhook_target
+from fluxserve.core.errors import InputError
+from fluxserve.net.safe_http import UrlPolicy
+from fluxserve.net.webhooks import WebhookTargets, checked_webhook_target
 
 pytestmark = pytest.mark.abuse
 

@@ -6,11 +6,11 @@ import logging
 import threading
 import time
 
-from fluxserve.config import WarmupSettings
-from fluxserve.engine.worker import Worker, WorkerConfig
-from fluxserve.queue.sqlite import SQLiteJobStore
-from fluxserve.storage.local import LocalBlobStore
-from tests.fakes import CPU_DESCRIPTION, FakeEngine
+from fluxserve.core.settings import WarmupSettings
+from fluxserve.worker.loop import Worker, WorkerConfig
+from fluxserve.store.sqlite import SQLiteJobStore
+from fluxserve.blobs.local import LocalBlobStore
+from tests.support.fakes import CPU_DESCRIPTION, FakeEngine
 
 H200 = {
     "device": "cuda:0 NVIDIA H200",
@@ -50,7 +50,7 @@ def run_until_ready(tmp_path, engine, gpu=None, warmup=None) -> tuple[Worker, SQ
 
 
 def test_the_start_log_says_what_each_level_runs_with_and_names_the_gpu(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="fluxserve.engine.worker")
+    caplog.set_level(logging.INFO, logger="fluxserve.worker.loop")
     run_until_ready(tmp_path, FakeEngine(description=H200), gpu="3")
     lines = [r.getMessage() for r in caplog.records]
     assert "worker w level none runs with: no switches" in lines
@@ -65,7 +65,7 @@ def test_the_start_log_says_what_each_level_runs_with_and_names_the_gpu(tmp_path
 
 
 def test_a_worker_given_a_gpu_that_torch_cannot_use_says_it_runs_on_cpu(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="fluxserve.engine.worker")
+    caplog.set_level(logging.INFO, logger="fluxserve.worker.loop")
     run_until_ready(tmp_path, FakeEngine(description=CPU_DESCRIPTION), gpu="0")
     assert "worker w ready on GPU 0 (cpu)" in caplog.text
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -99,7 +99,7 @@ def test_the_engine_warms_up_only_when_there_are_shapes_to_warm(tmp_path):
 
 
 def test_an_engine_without_describe_still_serves_and_says_only_its_gpu(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="fluxserve.engine.worker")
+    caplog.set_level(logging.INFO, logger="fluxserve.worker.loop")
     _, store = run_until_ready(tmp_path, EngineWithoutDescribe())
     assert store.worker_reports()["w"]["stats"]["info"] == {"gpu": None}
     assert "worker w ready" in [r.getMessage() for r in caplog.records]

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from fluxserve.engine.worker import FatalWorkerError, Worker, WorkerConfig
-from fluxserve.jobs import GenerationSpec, Job, JobStatus, new_job_id
-from fluxserve.queue.sqlite import SQLiteJobStore
-from fluxserve.storage.local import LocalBlobStore
-from tests.fakes import FakeEngine, HeldBlobs
+from fluxserve.worker.loop import FatalWorkerError, Worker, WorkerConfig
+from fluxserve.core.jobs import GenerationSpec, Job, JobStatus, new_job_id
+from fluxserve.store.sqlite import SQLiteJobStore
+from fluxserve.blobs.local import LocalBlobStore
+from tests.support.fakes import FakeEngine, HeldBlobs
 
 SPEC = GenerationSpec(
     kind="text", prompt="p", width=64, height=64, num_inference_steps=2, seed=1, num_images=1,

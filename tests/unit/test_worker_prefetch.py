@@ -10,12 +10,12 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from fluxserve.engine.worker import FatalWorkerError, Worker, WorkerConfig
-from fluxserve.image_inputs import ImageInputError
-from fluxserve.jobs import JobStatus
-from fluxserve.queue.sqlite import SQLiteJobStore
-from fluxserve.storage.local import LocalBlobStore
-from tests.fakes import FakeEngine, HeldBlobs
+from fluxserve.worker.loop import FatalWorkerError, Worker, WorkerConfig
+from fluxserve.net.image_inputs import ImageInputError
+from fluxserve.core.jobs import JobStatus
+from fluxserve.store.sqlite import SQLiteJobStore
+from fluxserve.blobs.local import LocalBlobStore
+from tests.support.fakes import FakeEngine, HeldBlobs
 from tests.unit.test_worker_pipelining import Rig, wait_until
 
 SLOW = "http://slow.example/cat.png"

@@ -12,7 +12,7 @@ from fastapi import Depends, Query
 from fastapi.responses import JSONResponse
 
 from fluxserve.api.deps import Services, services
-from fluxserve.queue.base import Admission, QueueFull
+from fluxserve.store.protocols import Admission, QueueFull
 
 MAX_QUEUE_LENGTH_HELP = (
     "Reject the request with 429 if more than this many requests are already waiting (0: unless none is)"

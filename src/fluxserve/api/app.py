@@ -9,13 +9,14 @@ from fastapi import FastAPI
 import fluxserve
 from fluxserve.api import body_limits, errors, rate_limit, security_headers
 from fluxserve.api.responses import COMMON
-from fluxserve.api.changes import ChangeFeed
+from fluxserve.api.waiting import ChangeFeed
 from fluxserve.api.deps import Services
-from fluxserve.api.routes import docs, files, metrics, ops, playground, queue, run, storage, usage
-from fluxserve.config import ApiSettings, QueueSettings
-from fluxserve.queue.base import JobStore
-from fluxserve.storage.base import BlobStore
-from fluxserve.uploads import Uploads
+from fluxserve.api.routes import docs, files, metrics, ops, playground, queue, run, usage
+from fluxserve.api.routes import uploads as upload_routes
+from fluxserve.core.settings import ApiSettings, QueueSettings
+from fluxserve.store.protocols import JobStore
+from fluxserve.blobs.base import BlobStore
+from fluxserve.blobs.uploads import Uploads
 
 
 def create_app(
@@ -44,7 +45,7 @@ def create_app(
     playground.install(app)
     app.include_router(ops.router, responses=COMMON)
     app.include_router(usage.router, responses=COMMON)
-    app.include_router(storage.router, responses=COMMON)
+    app.include_router(upload_routes.router, responses=COMMON)
     app.include_router(files.router, responses=COMMON)
     app.include_router(queue.router(), responses=COMMON)
     app.include_router(run.router(), responses=COMMON)

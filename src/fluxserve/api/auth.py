@@ -16,8 +16,8 @@ from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.deps import Services, services
-from fluxserve.errors import FluxserveError
-from fluxserve.jobs import ApiKey, Job
+from fluxserve.core.errors import FluxserveError
+from fluxserve.core.jobs import ApiKey, Job
 
 KEY_PREFIX = "fsk_"
 

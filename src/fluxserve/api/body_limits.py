@@ -22,8 +22,8 @@ from fastapi import FastAPI
 from fluxserve.api import errors, json_limits
 from fluxserve.api.endpoints import ENDPOINTS
 from fluxserve.api.json_limits import JsonLimits
-from fluxserve.config import ApiSettings
-from fluxserve.image_inputs import ImageInputError, check_data_uri_size
+from fluxserve.core.settings import ApiSettings
+from fluxserve.net.image_inputs import ImageInputError, check_data_uri_size
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

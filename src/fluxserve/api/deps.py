@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import Request
 
 from fluxserve.api.rate_limit import SubmitRateLimiter
-from fluxserve.config import ApiSettings, QueueSettings
-from fluxserve.queue.base import JobStore
-from fluxserve.storage.base import BlobStore
+from fluxserve.core.settings import ApiSettings, QueueSettings
+from fluxserve.store.protocols import JobStore
+from fluxserve.blobs.base import BlobStore
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from fluxserve.errors import InputError, NotFound, StoreBusy, Unavailable
+from fluxserve.core.errors import InputError, NotFound, StoreBusy, Unavailable
 
 log = logging.getLogger(__name__)
 

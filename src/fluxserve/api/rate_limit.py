@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from fluxserve.errors import FluxserveError
+from fluxserve.core.errors import FluxserveError
 
 
 class RateLimited(FluxserveError):

@@ -6,7 +6,7 @@ import math
 
 from fastapi import Header
 
-from fluxserve.errors import InputError
+from fluxserve.core.errors import InputError
 
 
 # A positive decimal number of seconds (what start_timeout accepts), so the schema says what is refused.

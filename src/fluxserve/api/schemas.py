@@ -8,7 +8,7 @@ from typing import Annotated, Union
 
 from pydantic import BaseModel, Discriminator, Field, Strict, Tag, field_validator
 
-from fluxserve import sizing
+from fluxserve.core import sizing
 
 
 class ImageSizePreset(str, enum.Enum):

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fluxserve.config import AccelSettings
+from fluxserve.core.settings import AccelSettings
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fluxserve.engine.loading import Placement
-from fluxserve.errors import ModelLoadError
+from fluxserve.core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fluxserve.config import EngineSettings
-from fluxserve.errors import ModelLoadError
+from fluxserve.core.settings import EngineSettings
+from fluxserve.core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

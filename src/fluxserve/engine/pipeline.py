@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fluxserve.config import AccelSettings, EngineSettings, WarmupSettings
+from fluxserve.core.settings import AccelSettings, EngineSettings, WarmupSettings
 from fluxserve.engine import prompts, seeds
 from fluxserve.engine.accel import Accelerator, explain
 from fluxserve.engine.cache import EmbeddingCache
@@ -19,8 +19,8 @@ from fluxserve.engine.images import to_pil, to_pixels
 from fluxserve.engine.loading import Placement, load_flux_pipeline, require_model, resolve_placement
 from fluxserve.engine.redux import ReduxPrior
 from fluxserve.engine.safety import SafetyChecker
-from fluxserve.errors import GenerationError, is_device_fatal
-from fluxserve.jobs import GenerationSpec
+from fluxserve.core.errors import GenerationError, is_device_fatal
+from fluxserve.core.jobs import GenerationSpec
 
 log = logging.getLogger(__name__)
 

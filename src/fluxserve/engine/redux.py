@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fluxserve.engine.loading import Placement, log_components, quiet_libraries
-from fluxserve.errors import ModelLoadError
+from fluxserve.core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.deps import Services, services
 from fluxserve.api.responses import NOT_FOUND
-from fluxserve.storage.content_types import served_type
+from fluxserve.blobs.content_types import served_type
 
 # Keys are random, never reused, and an upload is written once, so a stored file never changes.
 IMMUTABLE = "public, max-age=31536000, immutable"

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.auth import admin
-from fluxserve.metrics import StoreCollector, http_metrics
+from fluxserve.api.metrics import StoreCollector, http_metrics
 
 
 def install(app: FastAPI, store: Any) -> None:

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.auth import Caller, caller
 from fluxserve.api.deps import Services, services
-from fluxserve.metrics import worker_info
+from fluxserve.api.metrics import worker_info
 
 router = APIRouter(tags=["ops"])
 

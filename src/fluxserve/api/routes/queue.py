@@ -16,15 +16,16 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from fluxserve.api import admission, jobs
+from fluxserve.api import admission
+from fluxserve.api import fal
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
 from fluxserve.api.requests import start_deadline
 from fluxserve.api.responses import NOT_FOUND, error
 from fluxserve.api.auth import Caller, caller, submitter
-from fluxserve.jobs import Job, JobStatus
-from fluxserve.queue.base import Admission, QueueFull
-from fluxserve.webhooks import checked_webhook_target
+from fluxserve.core.jobs import Job, JobStatus
+from fluxserve.store.protocols import Admission, QueueFull
+from fluxserve.net.webhooks import checked_webhook_target
 
 TRUTHY = {"1", "true", "True", "yes"}
 
@@ -46,7 +47,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         base = base_url(request, svc)
         spec = endpoint.to_spec(body, base, svc.api.max_pixels)
         try:
-            job = await jobs.submit(
+            job = await fal.submit(
                 svc, endpoint.app_id, spec, deadline,
                 await checked_webhook_target(svc.webhook_targets, fal_webhook), who.key_id, admit,
             )
@@ -55,11 +56,11 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         position = await run_in_threadpool(svc.store.queue_position, job.id)
         payload = {
             "status": "IN_QUEUE",
-            **jobs.request_urls(base, job),
+            **fal.request_urls(base, job),
             "queue_position": position or 0,
             "gateway_request_id": job.gateway_request_id,
         }
-        return JSONResponse(payload, headers={jobs.REQUEST_ID_HEADER: job.id})
+        return JSONResponse(payload, headers={fal.REQUEST_ID_HEADER: job.id})
 
     router.add_api_route(
         f"/queue/{endpoint.app_id}",
@@ -80,11 +81,11 @@ async def status(request_id: str, request: Request, logs: str = "0", svc: Servic
                  who: Caller = Depends(caller)):  # fmt: skip
     if await visible(svc, who, request_id) is None:
         return JSONResponse({"detail": "Request not found"}, status_code=404)
-    body = await jobs.read_status(svc, request_id, base_url(request, svc), logs in TRUTHY)
+    body = await fal.read_status(svc, request_id, base_url(request, svc), logs in TRUTHY)
     if body is None:
         return JSONResponse({"detail": "Request not found"}, status_code=404)
     code = 200 if body["status"] == "COMPLETED" else 202
-    return JSONResponse(body, status_code=code, headers={jobs.REQUEST_ID_HEADER: request_id})
+    return JSONResponse(body, status_code=code, headers={fal.REQUEST_ID_HEADER: request_id})
 
 
 async def status_events(svc: Services, request_id: str, base: str, with_logs: bool) -> AsyncIterator[str]:
@@ -95,7 +96,7 @@ async def status_events(svc: Services, request_id: str, base: str, with_logs: bo
     loop = asyncio.get_running_loop()
     last, sent_logs, quiet_since = None, 0, loop.time()
     while True:
-        body = await jobs.read_status(svc, request_id, base, with_logs)
+        body = await fal.read_status(svc, request_id, base, with_logs)
         if body is None:
             return
         logs = body["logs"]
@@ -121,7 +122,7 @@ async def status_stream(request_id: str, request: Request, logs: str = "0", svc:
     return StreamingResponse(
         status_events(svc, request_id, base, logs in TRUTHY),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", jobs.REQUEST_ID_HEADER: request_id},
+        headers={"Cache-Control": "no-cache", fal.REQUEST_ID_HEADER: request_id},
     )
 
 
@@ -134,15 +135,15 @@ async def result(request_id: str, svc: Services = Depends(services), who: Caller
     if job.status is JobStatus.COMPLETED and job.output is None:
         detail = "The result of a sync_mode request is not kept; it was returned once"
         return JSONResponse({"detail": detail}, status_code=410)
-    response = jobs.result_response(job)
-    await jobs.forget_if_sync_mode(svc, job)
+    response = fal.result_response(job)
+    await fal.forget_if_sync_mode(svc, job)
     return response
 
 
 async def cancel(request_id: str, svc: Services = Depends(services), who: Caller = Depends(caller)):
     if await visible(svc, who, request_id) is None:  # an unknown id is never echoed (it may not even be ASCII)
         return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
-    headers = {jobs.REQUEST_ID_HEADER: request_id}
+    headers = {fal.REQUEST_ID_HEADER: request_id}
     if await run_in_threadpool(svc.store.cancel, request_id):
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=headers)
     if await run_in_threadpool(svc.store.get, request_id) is None:
@@ -171,7 +172,7 @@ def router() -> APIRouter:
     r = APIRouter(tags=["queue"])
     for endpoint in ENDPOINTS:
         add_submit_route(r, endpoint)
-    owner_prefixes = sorted({jobs.owner_alias(e.app_id) for e in ENDPOINTS})
+    owner_prefixes = sorted({fal.owner_alias(e.app_id) for e in ENDPOINTS})
     for prefix in owner_prefixes:
         add_request_routes(r, prefix, documented=True)
     for endpoint in ENDPOINTS:

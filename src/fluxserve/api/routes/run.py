@@ -16,14 +16,15 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from fluxserve.api import admission, jobs
+from fluxserve.api import admission
+from fluxserve.api import fal
 from fluxserve.api.auth import Caller, submitter
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
 from fluxserve.api.requests import start_deadline
 from fluxserve.api.responses import error
 from fluxserve.api.schemas import Output
-from fluxserve.queue.base import Admission, QueueFull
+from fluxserve.store.protocols import Admission, QueueFull
 
 # Nobody reads it: the client is gone. nginx's code for "client closed request", in fal's error shape.
 ABANDONED = {"detail": "The client disconnected; the request was cancelled", "error_type": "client_cancelled"}
@@ -43,20 +44,20 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         endpoint.ensure_available(svc.api)
         spec = endpoint.to_spec(body, base_url(request, svc), svc.api.max_pixels)
         try:
-            job = await jobs.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id, admission=admit)
+            job = await fal.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id, admission=admit)
         except QueueFull as exc:
             return admission.refusal(exc, svc)
         try:
             async with hang_up(request) as gone:
-                done = await jobs.wait_for_terminal(svc, job.id, gone)
+                done = await fal.wait_for_terminal(svc, job.id, gone)
         except asyncio.CancelledError:  # the server dropped this request (its client went away, or shutdown)
-            await jobs.abandon(svc, job.id)
+            await fal.abandon(svc, job.id)
             raise
         if done is None:
-            await jobs.abandon(svc, job.id)
+            await fal.abandon(svc, job.id)
             return JSONResponse(ABANDONED, status_code=499)
-        await jobs.forget_if_sync_mode(svc, done)
-        return jobs.result_response(done)
+        await fal.forget_if_sync_mode(svc, done)
+        return fal.result_response(done)
 
     router.add_api_route(
         f"/{endpoint.app_id}",

@@ -1,0 +1,1 @@
+"""The `fluxserve` command: flags and environment become Settings here, once, and each command is dispatched."""

@@ -1,0 +1,1 @@
+"""The trust boundary: everything that reaches a URL a client named (image_url fetches, webhook deliveries)."""

@@ -1,0 +1,244 @@
+"""The API process: HTTP (+ HTTPS) listeners over one app, plus the store's upkeep and webhook delivery.
+
+Wiring only. Sockets are bound up front so port 0 works and callers learn the real ports before serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from fluxserve.processes import tls
+from fluxserve.api.app import create_app
+from fluxserve.core.settings import ApiSettings, Settings
+from fluxserve.processes.connection_limits import ConnectionLimits, protocol_class
+from fluxserve.store.protocols import JobStore
+from fluxserve.store.sqlite import SQLiteJobStore
+from fluxserve.blobs.base import BlobStore
+from fluxserve.blobs.local import LocalBlobStore
+from fluxserve.processes.upkeep import Upkeep
+from fluxserve.blobs.uploads import Uploads
+
+log = logging.getLogger(__name__)
+
+# How long in-flight HTTP requests get to finish when the server stops.
+GRACEFUL_SHUTDOWN_S = 10
+
+
+class _QuietServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, tls_handshake_timeout_s: float) -> None:
+        super().__init__(config)
+        self.tls_handshake_timeout_s = tls_handshake_timeout_s
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # Signals are handled once for the whole process (all listeners), not per listener.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup for pre-bound sockets and no lifespan (how this server always runs), plus the
+        TLS handshake timeout uvicorn does not pass: asyncio's default lets a silent TLS client hold a socket
+        60 s, before the protocol (and so the header deadline and the connection cap) ever sees it."""
+        assert sockets is not None, "ApiServer binds its sockets itself"
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+
+        loop = asyncio.get_running_loop()
+        tls_options = {"ssl": config.ssl, "ssl_handshake_timeout": self.tls_handshake_timeout_s}
+        tls_options = tls_options if config.ssl else {}
+        self.servers = [
+            await loop.create_server(create_protocol, sock=sock, backlog=config.backlog, **tls_options)
+            for sock in sockets
+        ]
+        self.started = True
+
+
+@dataclass
+class Listener:
+    scheme: str
+    sock: socket.socket
+    server: _QuietServer
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP matters: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say they are TCP.
+    # Without it every response waits ~40 ms for the client's delayed ACK between its header and body writes.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    # Listen at once: connections made after the banner is printed wait in the backlog instead of being refused
+    # while the event loop is still starting.
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def open_store(settings: Settings) -> JobStore:
+    url = settings.queue.store_url
+    if url is None or url.startswith("sqlite"):
+        return SQLiteJobStore.open(settings.queue.db_path)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from fluxserve.store.redis import RedisJobStore
+
+        return RedisJobStore.open(url)
+    raise ValueError(f"--store {url!r}: expected redis://HOST:PORT/DB (or nothing, for SQLite)")
+
+
+def open_blobs(settings: Settings) -> BlobStore:
+    storage = settings.storage
+    if storage.s3_url is None:
+        return LocalBlobStore.open(storage.root)
+    from fluxserve.blobs.s3 import S3BlobStore, S3Settings, parse_s3_url
+
+    bucket, prefix = parse_s3_url(storage.s3_url)
+    s3 = S3Settings(
+        bucket=bucket, prefix=prefix, endpoint_url=storage.s3_endpoint, region=storage.s3_region,
+        public_base_url=storage.s3_public_url, presign_seconds=storage.s3_presign_seconds,
+    )  # fmt: skip
+    return S3BlobStore.open(s3)
+
+
+def url_policy(settings: Settings) -> Any:
+    """The limits every untrusted URL (webhook target, image_url) is fetched under."""
+    from fluxserve.net.safe_http import UrlPolicy
+
+    urls = settings.urls
+    return UrlPolicy(
+        allow_private=urls.allow_private, allowed_networks=urls.allowed_networks, max_bytes=urls.max_bytes,
+        total_timeout_s=urls.total_timeout_s, max_redirects=urls.max_redirects,
+    )  # fmt: skip
+
+
+def webhook_dispatcher(settings: Settings, store: Any) -> Any:
+    from fluxserve.net.safe_http import SafeClient
+    from fluxserve.net.webhook_dispatch import WebhookDispatcher
+    from fluxserve.net.webhooks import RetryPolicy, WebhookSigner
+
+    hooks = settings.webhooks
+    policy = RetryPolicy(
+        max_attempts=hooks.max_attempts, first_delay_s=hooks.first_delay_s, factor=hooks.factor,
+        max_delay_s=hooks.max_delay_s, timeout_s=hooks.timeout_s,
+    )  # fmt: skip
+    signer = WebhookSigner.load_or_create(settings.webhook_key_path)
+    client = SafeClient(policy.client_policy(url_policy(settings)))  # a webhook's own, shorter time limit
+    return WebhookDispatcher(store, client, signer, policy, hooks.poll_interval_s, concurrency=hooks.concurrency)
+
+
+def own_origins(settings: Settings) -> tuple[str, ...]:
+    """The origins this server's own /files/ URLs can carry (read from storage, never fetched)."""
+    api = settings.api
+    hosts = {api.host, "127.0.0.1", "localhost"} if api.host in ("127.0.0.1", "0.0.0.0", "::") else {api.host}
+    origins = [f"http://{h}:{api.port}" for h in hosts]
+    if api.tls_port:
+        origins += [f"https://{h}:{api.tls_port}" for h in hosts]
+    return tuple(origins) + ((api.public_url,) if api.public_url else ())
+
+
+def connection_limits(api: ApiSettings) -> ConnectionLimits:
+    return ConnectionLimits(
+        header_timeout_s=api.header_timeout_s, idle_timeout_s=api.idle_timeout_s,
+        max_connections=api.max_connections,
+    )  # fmt: skip
+
+
+def image_fetcher(settings: Settings, blobs: Any) -> Any:
+    from fluxserve.net.image_inputs import ImageFetcher
+    from fluxserve.net.safe_http import SafeClient
+
+    return ImageFetcher(SafeClient(url_policy(settings)), blobs, own_origins(settings), settings.urls.max_bytes)
+
+
+class ApiServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = open_store(settings)
+        self.blobs = open_blobs(settings)
+        self.dispatcher = webhook_dispatcher(settings, self.store)
+        uploads = Uploads(self.blobs, settings.storage)  # one per process: its lock makes the quota exact here
+        self.app = create_app(settings.api, settings.queue, self.store, self.blobs, self.dispatcher.signer,
+                              uploads=uploads, webhook_targets=self.dispatcher.targets)  # fmt: skip
+        self.upkeep = Upkeep(self.store, self.blobs, settings.queue, uploads=uploads)
+        self.limits = connection_limits(settings.api)
+        # One protocol class for every listener: the connection cap counts the whole process.
+        self.protocol = protocol_class(self.limits)
+        self.listeners = self._bind_listeners()
+
+    def _listener(self, **ssl: Any) -> _QuietServer:
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",  # two listeners share one app; resources are owned here, not by the app
+            log_level="warning",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            http=self.protocol,
+            ws="none",  # no websocket routes; an upgrade would also leave the connection count
+            timeout_keep_alive=self.limits.idle_timeout_s,  # type: ignore[arg-type]
+            **ssl,
+        )
+        return _QuietServer(config, tls_handshake_timeout_s=self.limits.header_timeout_s)
+
+    def _bind_listeners(self) -> list[Listener]:
+        api = self.settings.api
+        listeners = [Listener("http", bind(api.host, api.port), self._listener())]
+        if api.tls_port is not None:
+            cert, key = self.tls_files()
+            listener = self._listener(ssl_certfile=str(cert), ssl_keyfile=str(key))
+            listeners.append(Listener("https", bind(api.host, api.tls_port), listener))
+        return listeners
+
+    def tls_files(self) -> tuple[Any, Any]:
+        api = self.settings.api
+        if api.tls_cert and api.tls_key:
+            return api.tls_cert, api.tls_key
+        return tls.ensure_self_signed(self.settings.tls_dir)
+
+    def url(self, scheme: str = "http") -> str:
+        host = self.settings.api.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        for listener in self.listeners:
+            if listener.scheme == scheme:
+                return f"{scheme}://{shown}:{listener.port}"
+        raise KeyError(scheme)
+
+    @property
+    def started(self) -> bool:
+        return all(listener.server.started for listener in self.listeners)
+
+    async def serve(self) -> None:
+        self.upkeep.start()
+        self.dispatcher.start()
+        try:
+            await asyncio.gather(*(li.server.serve(sockets=[li.sock]) for li in self.listeners))
+        finally:
+            self.app.state.services.changes.stop()
+            self.dispatcher.stop()
+            self.upkeep.stop()
+            self.store.close()
+
+    def request_stop(self) -> None:
+        """Idempotent: stop accepting, let in-flight requests finish, exit."""
+        for listener in self.listeners:
+            listener.server.should_exit = True
+
+
+async def serve_until_signalled(server: ApiServer) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.request_stop)
+    await server.serve()

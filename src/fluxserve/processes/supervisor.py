@@ -1,0 +1,110 @@
+"""`fluxserve serve`: the API and the workers as separate processes under one supervisor.
+
+A child that dies is restarted (its job, if any, comes back through its expired lease). A child that exits
+with CONFIG_ERROR (bad model folder, port in use...) would only fail again, so everything stops instead.
+SIGTERM/SIGINT are passed on: the API stops accepting, each worker finishes its current job, then all exit.
+Each worker on a GPU node sees only its own GPU (CUDA_VISIBLE_DEVICES in its environment).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Callable
+
+from fluxserve.processes.gpus import WorkerSlot, pinned_env
+
+log = logging.getLogger(__name__)
+
+CONFIG_ERROR = 2
+RESTART_DELAY_S = 1.0
+STOP_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    # The child's whole environment; None: the supervisor's own.
+    env: dict[str, str] | None = None
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, env=self.env)
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d)", self.name, self.process.pid)
+
+
+def worker_children(
+    command: list[str], host: str, slots: list[WorkerSlot], env: Mapping[str, str]
+) -> list[Child]:
+    """One worker process per slot, named <host>-gpu<N> (<host>-worker-<i> on the CPU); a pinned one sees only
+    its GPU and is told which it is (--gpu), so its name, logs, /ready and /metrics can say so."""
+    children = []
+    for slot in slots:
+        worker_id = f"{host}-{slot.label}"
+        argv = [*command, "--worker-id", worker_id]
+        if slot.gpu is None:
+            children.append(Child(worker_id, argv))
+        else:
+            children.append(Child(worker_id, [*argv, "--gpu", slot.gpu.id], env=pinned_env(env, slot.gpu)))
+    return children
+
+
+class Supervisor:
+    def __init__(self, children: list[Child], sleep: Callable[[float], None] = time.sleep) -> None:
+        self.children = children
+        self.sleep = sleep
+        self.stopping = False
+
+    def request_stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for child in self.children:
+                child.start()
+            code = 0
+            while not self.stopping:
+                code = self.check_children()
+                if code:
+                    break
+                self.sleep(0.2)
+            self.stop_children()
+            return code
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def check_children(self) -> int:
+        for child in self.children:
+            returncode = child.process.poll() if child.process else None
+            if returncode is None:
+                continue
+            if returncode == CONFIG_ERROR:
+                log.error("%s cannot start (exit %d); stopping", child.name, returncode)
+                return CONFIG_ERROR
+            log.warning("%s exited with %s; restarting", child.name, returncode)
+            child.restarts += 1
+            self.sleep(RESTART_DELAY_S)
+            child.start()
+        return 0
+
+    def stop_children(self) -> None:
+        live = [c.process for c in self.children if c.process and c.process.poll() is None]
+        for process in live:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in live:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,57 @@
+"""Background upkeep of the job store, run by every API process (all of it is safe to run concurrently):
+fail jobs past their start deadline, requeue jobs whose worker died, and remove results and uploads past
+retention."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from fluxserve.processes.periodic import Periodic
+from fluxserve.core.settings import QueueSettings
+from fluxserve.store.protocols import JobStore
+from fluxserve.blobs.base import BlobStore
+from fluxserve.blobs.uploads import Uploads
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+
+
+class Upkeep:
+    def __init__(
+        self,
+        store: JobStore,
+        blobs: BlobStore,
+        settings: QueueSettings,
+        clock: Callable[[], float] = time.time,
+        uploads: Uploads | None = None,
+    ) -> None:
+        self.store, self.blobs, self.settings, self.clock = store, blobs, settings, clock
+        self.uploads = uploads
+        self._last_sweep = float("-inf")
+        self.loop = Periodic("upkeep", TICK_S, self.tick)
+        self.start, self.stop = self.loop.start, self.loop.stop
+
+    def tick(self) -> None:
+        self.store.expire_start_deadlines()
+        self.store.requeue_expired(self.settings.max_attempts)
+        now = self.clock()
+        if now - self._last_sweep >= self.settings.sweep_interval_s:
+            self._last_sweep = now
+            self.sweep(now)
+
+    def sweep(self, now: float) -> int:
+        """Remove jobs (and their files) that finished more than retention_s ago."""
+        keys = self.store.purge_finished(before=now - self.settings.retention_s)
+        for key in keys:
+            self.blobs.delete(key)
+        if keys:
+            log.info("retention: removed %d files", len(keys))
+        if self.uploads is not None:
+            # On the uploads' own schedule (StorageSettings.upload_retention_s), checked as often as results.
+            removed = self.uploads.sweep()
+            if removed:
+                log.info("retention: removed %d uploads", removed)
+        return len(keys)

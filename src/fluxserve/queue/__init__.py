@@ -1,1 +1,0 @@
-"""The job store: one interface (base.JobStore), one backend per deployment shape."""

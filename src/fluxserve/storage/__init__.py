@@ -1,1 +1,0 @@
-"""Blob storage for generated images (and, later, uploads)."""

@@ -1,0 +1,135 @@
+"""The JobStore interface every backend implements with the same semantics (one contract test suite)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fluxserve.core.errors import FluxserveError
+from fluxserve.core.jobs import ApiKey, Job, JobError, LogLine, WebhookDelivery
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The caps a new job must fit under, checked in the same transaction as its insert: two submits racing
+    for the last place cannot both get it, on one node or many."""
+
+    # Admitted only while fewer than this many jobs are queued (None: no cap).
+    max_queued: int | None = None
+    # ... and fewer than this many of its own API key's (None or 0: no cap; a job without a key is exempt).
+    max_queued_per_key: int | None = None
+
+
+class QueueFull(FluxserveError):
+    """A submit refused by its Admission. scope: "queue" (every key's jobs) or "key" (the submitter's own)."""
+
+    def __init__(self, scope: str, limit: int) -> None:
+        super().__init__(f"{scope} cap of {limit} queued requests reached")
+        self.scope = scope
+        self.limit = limit
+
+
+# The attempt recorded for a claim whose dispatcher never reported (it died, or outlived its lease): it counts
+# against max_attempts, since the receiver may have got it. Same fields as webhooks.Attempt.to_dict().
+LOST_ATTEMPT_ERROR = "no result recorded: the dispatcher sending it stopped or outlived its lease"
+
+
+def lost_attempt(number: int, at: float) -> dict[str, Any]:
+    return {"number": number, "at": at, "status_code": None, "error": LOST_ATTEMPT_ERROR, "duration_s": 0.0,
+            "final": False}  # fmt: skip
+
+
+class JobStore(Protocol):
+    # -- reads
+    def get(self, job_id: str) -> Job | None: ...
+
+    def queue_position(self, job_id: str) -> int | None:
+        """Jobs queued ahead of this one, or None when it is not queued."""
+
+    def count_queued(self) -> int: ...
+
+    def logs(self, job_id: str) -> list[LogLine]: ...
+
+    def webhook_attempts(self, job_id: str) -> list[dict[str, Any]]: ...
+
+    # -- the life of a job; every status change follows jobs.TRANSITIONS and returns whether it happened
+    def submit(self, job: Job, admission: Admission | None = None) -> None:
+        """Record a new queued job (and its webhook, if any). Ids are unique across apps; submitting an id
+        that exists is a no-op. Raises QueueFull, inserting nothing, when the job does not fit under
+        `admission`."""
+
+    def claim(self, worker_id: str, lease_s: float, max_per_key: int = 0) -> Job | None:
+        """Atomically move the next queued job (FIFO; fair across API keys, see fairness.py) to running, leased
+        to this worker; count the attempt. Queued jobs past their start deadline are failed first.
+        max_per_key: a key with that many running jobs waits (0: no limit)."""
+
+    def claim_matching(self, worker_id: str, lease_s: float, key: dict[str, Any], limit: int) -> list[Job]:
+        """Claim up to `limit` of the oldest queued jobs whose spec fields equal `key` (cross-request
+        batching); each claim counts as an attempt, as in claim()."""
+
+    def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool: ...
+
+    def requeue_expired(self, max_attempts: int = 3) -> list[str]:
+        """Give running jobs whose lease ran out back to the queue (their worker died), or fail them once
+        they have been attempted max_attempts times."""
+
+    def expire_start_deadlines(self) -> list[str]: ...
+
+    def complete(self, job_id: str, output: dict[str, Any], blob_keys: Iterable[str] = ()) -> bool: ...
+
+    def fail(self, job_id: str, error: JobError) -> bool: ...
+
+    def cancel(self, job_id: str) -> bool: ...
+
+    def append_log(self, job_id: str, line: LogLine) -> None: ...
+
+    # -- retention
+    def drop_output(self, job_id: str) -> None: ...
+
+    def purge_finished(self, before: float) -> list[str]:
+        """Delete jobs finished before `before` with no webhook left to send; return their blob keys."""
+
+    # -- webhooks: at most max_attempts sends per delivery, however many dispatchers (API nodes) run
+    def claim_webhooks(self, lease_s: float, limit: int = 16, max_attempts: int = 0) -> list[WebhookDelivery]:
+        """Lease up to `limit` due deliveries of finished jobs, one attempt each: the attempt to make is number
+        len(delivery.attempts) + 1. A lease that ran out unreported is recorded as lost_attempt() (it may have
+        been sent) before the delivery is handed out again; one with max_attempts (0: no limit) is failed."""
+
+    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str) -> bool:
+        """Record attempt (webhooks.Attempt.to_dict()) and the delivery's new state: 'pending' (again at
+        next_at), 'delivered' or 'failed'. Fenced: refused (False) unless attempt["number"] is the attempt the
+        delivery's current claim handed out, so a late dispatcher cannot overwrite a newer one or revive a
+        finished delivery."""
+
+    # -- workers, for readiness
+    def report_worker(self, worker_id: str, state: str, ttl_s: float, stats: dict[str, Any] | None = None) -> None:
+        """Record a worker's state ("warming", "ready", "stopping") and its metrics snapshot; the report lapses
+        after ttl_s without another."""
+
+    def worker_reports(self) -> dict[str, dict[str, Any]]:
+        """{worker id: {"state", "stats"}} for the workers that reported within their ttl."""
+
+    def worker_states(self) -> dict[str, str]: ...
+
+    def queue_stats(self) -> dict[str, float]:
+        """{"depth": queued requests, "oldest_age_s": age of the oldest queued one (0 when none)}."""
+
+    def wait_for_change(self, timeout_s: float) -> bool:
+        """Block until any process changes the store (or timeout_s passes): waiters re-read at once instead of
+        polling. True when woken by a change."""
+
+    # -- API keys and usage
+    def create_key(self, key: ApiKey) -> None: ...
+
+    def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    def list_keys(self) -> list[ApiKey]: ...
+
+    def revoke_key(self, key_id: str) -> bool: ...
+
+    def usage(self, key_id: str | None = None) -> list[dict[str, Any]]:
+        """Rows of {day, key_id ("" without auth), app, requests, images, megapixels}, recorded when a job
+        completes (failed and cancelled jobs are not counted)."""
+
+    def close(self) -> None: ...
