@@ -48,11 +48,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.gpu_preflight import profiled, top_kernels  # noqa: E402
 from fluxserve.core.settings import TINY_MODEL_SUBDIR  # noqa: E402
 from fluxserve.engine.accel import LEVELS, AccelSettings  # noqa: E402
-from fluxserve.engine.loading import Placement, load_flux_pipeline, quiet_libraries  # noqa: E402
-from fluxserve.engine.loading import require_model_dir, resolve_placement  # noqa: E402
-from fluxserve.engine.pipeline import MAX_SEQUENCE_LENGTH, FluxEngine  # noqa: E402
+from fluxserve.engine.flux import FluxEngine  # noqa: E402
+from fluxserve.engine.loading import load_flux_pipeline, quiet_libraries  # noqa: E402
+from fluxserve.engine.model_check import require_model_dir  # noqa: E402
+from fluxserve.engine.placement import Placement, resolve_placement  # noqa: E402
 from fluxserve.engine.safety import SafetyChecker  # noqa: E402
-from fluxserve.engine.seeds import generators  # noqa: E402
+from fluxserve.engine.sampling import MAX_SEQUENCE_LENGTH, generators  # noqa: E402
 from fluxserve.core.jobs import GenerationSpec  # noqa: E402
 
 STOCK = "diffusers (baseline)"

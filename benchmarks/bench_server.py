@@ -53,7 +53,7 @@ def bare_pipeline_ms(model: Path, repeats: int) -> float:
     from fluxserve.api.schemas import SchnellInput
     from fluxserve.core.settings import EngineSettings
     from fluxserve.worker.outputs import encode
-    from fluxserve.engine.pipeline import FluxEngine
+    from fluxserve.engine.flux import FluxEngine
 
     engine = FluxEngine.load(EngineSettings(model_path=model, device="cpu"))
     spec = text_to_spec(SchnellInput(**BODY), "http://h", 2048 * 2048)

@@ -310,7 +310,7 @@ class Preflight:
     def imports(self) -> dict[str, Any]:
         sys.path.insert(0, str(ROOT / "src"))
         found = {}
-        for module in ("diffusers", "transformers", "torchao.quantization", "fluxserve.engine.pipeline"):
+        for module in ("diffusers", "transformers", "torchao.quantization", "fluxserve.engine.flux"):
             found[module] = str(getattr(importlib.import_module(module), "__file__", None))
         from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel  # noqa: F401
         from diffusers.pipelines.stable_diffusion import safety_checker  # noqa: F401

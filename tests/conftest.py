@@ -18,8 +18,9 @@ from fluxserve.core.settings import (
     EngineSettings,
     QueueSettings,
     Settings,
+    RetryPolicy,
     StorageSettings,
-    UrlSettings,
+    UrlPolicy,
     WebhookSettings,
 )
 from tests.support.fakes import FakeEngine
@@ -27,8 +28,8 @@ from tests.support.s3_fixtures import s3_blobs, s3_server, s3_settings  # noqa: 
 
 
 # Tests send webhooks to receivers on loopback only, which the operator must allow explicitly.
-LOOPBACK_ONLY = UrlSettings(allowed_networks=("127.0.0.0/8",))
-FAST_WEBHOOKS = WebhookSettings(max_attempts=4, first_delay_s=0.2, factor=2.0, timeout_s=5, poll_interval_s=0.05)
+LOOPBACK_ONLY = UrlPolicy(allowed_networks=("127.0.0.0/8",))
+FAST_WEBHOOKS = WebhookSettings(RetryPolicy(max_attempts=4, first_delay_s=0.2, factor=2.0, timeout_s=5), poll_interval_s=0.05)
 
 
 def make_settings(data_dir: Path, model_path: Path | None = None, queue: dict | None = None, **api: Any) -> Settings:
@@ -90,7 +91,7 @@ def wait_ready(http: httpx.Client) -> None:
 
 def add_keys(store: Any, *names: str) -> dict[str, dict[str, str]]:
     """A new API key per name in the store; name -> the Authorization header that carries it."""
-    from fluxserve.api.auth import new_key
+    from fluxserve.core.accounts import new_key
 
     keys = {}
     for name in names:
@@ -102,12 +103,15 @@ def add_keys(store: Any, *names: str) -> dict[str, dict[str, str]]:
 
 def start_live_server(settings: Settings, engine: Any) -> LiveServer:
     from fluxserve.worker.loop import Worker, WorkerConfig
-    from fluxserve.processes.api_process import ApiServer, image_fetcher, open_blobs, open_store
+    from fluxserve.blobs.open import open_blobs
+    from fluxserve.processes.api_process import ApiServer
+    from fluxserve.processes.worker_process import image_fetcher
+    from fluxserve.store.open import open_store
 
     api = ApiServer(settings)
     config = WorkerConfig.from_settings(settings, worker_id="test-worker", idle_sleep_s=0.005)
-    blobs = open_blobs(settings)
-    worker = Worker(open_store(settings), blobs, engine, config, images=image_fetcher(settings, blobs))
+    blobs = open_blobs(settings.storage)
+    worker = Worker(open_store(settings.queue), blobs, engine, config, images=image_fetcher(settings, blobs))
     threads = [
         threading.Thread(target=lambda: asyncio.run(api.serve()), name="api", daemon=True),
         threading.Thread(target=worker.run_forever, name="worker", daemon=True),
@@ -168,10 +172,19 @@ def tiny_redux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model_dir: Path, tiny_redux_dir: Path) -> Any:
-    from fluxserve.engine.pipeline import FluxEngine
+    from fluxserve.engine.flux import FluxEngine
 
     settings = EngineSettings(model_path=tiny_model_dir, device="cpu", redux_model_path=tiny_redux_dir)
     return FluxEngine.load(settings)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> Any:
+    """A tiny-model FluxEngine for one test module alone: its tests switch levels and teach the safety checker
+    concepts, changes the session's tiny_engine (behind tiny_server) must never see."""
+    from fluxserve.engine.flux import FluxEngine
+
+    return FluxEngine.load(EngineSettings(model_path=tiny_model_dir, device="cpu"))
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from fluxserve.api.auth import new_key
+from fluxserve.core.accounts import new_key
 from tests.conftest import make_settings, start_live_server
 from tests.support.fakes import FakeEngine
 

@@ -8,9 +8,10 @@ import sys
 import fal_client
 import pytest
 
-from fluxserve.api.auth import new_key
+from fluxserve.core.accounts import new_key
 from tests.conftest import add_keys, make_settings, start_live_server
 from tests.support.fakes import FakeEngine
+from tests.support.waits import wait_result, wait_status
 
 RUN = "/fal-ai/flux/schnell"
 
@@ -54,8 +55,7 @@ def test_a_key_sees_only_its_own_requests_and_an_admin_sees_all(secured):
                              (f"/queue/fal-ai/flux/requests/{rid}/status/stream", "GET"),
                              (f"/queue/fal-ai/flux/requests/{rid}/cancel", "PUT")):  # fmt: skip
             assert http.request(method, path, headers=keys["bob"][1]).status_code == 404, path
-        while http.get(handle["status_url"], headers=keys["alice"][1]).json()["status"] != "COMPLETED":
-            pass
+        wait_status(http, handle, "COMPLETED", headers=keys["alice"][1])
         assert http.get(handle["response_url"], headers=keys["alice"][1]).status_code == 200
         assert http.get(handle["response_url"], headers=keys["ops"][1]).status_code == 200
 
@@ -123,8 +123,7 @@ def test_one_key_flooding_the_queue_does_not_starve_another(secured):
         b = http.post("/queue" + RUN, json={"prompt": "b", "image_size": "square"},
                       headers=keys["bob"][1]).json()["request_id"]  # fmt: skip
         engine.gate.set()
-        while http.get(f"/queue/fal-ai/flux/requests/{b}", headers=keys["bob"][1]).status_code == 400:
-            pass
+        wait_result(http, {"response_url": f"/queue/fal-ai/flux/requests/{b}"}, headers=keys["bob"][1])
     started = sorted((server.store.get(i) for i in [*a, b] if server.store.get(i).started_at),
                      key=lambda j: j.started_at)  # fmt: skip
     assert [j.id for j in started].index(b) <= 2, "B's job starts within the next few jobs"

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import make_settings, start_live_server
 from tests.support.fakes import FakeEngine
+from tests.support.waits import wait_status
 
 SUBMIT = "/queue/fal-ai/flux/schnell"
 BODY = {"prompt": "a cat", "image_size": "square", "seed": 1}
@@ -20,16 +21,6 @@ def submit(http, body=BODY, **kwargs):
     r = http.post(SUBMIT, json=body, **kwargs)
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def wait_status(http, handle, status="COMPLETED", timeout=20, **params):
-    deadline = time.monotonic() + timeout
-    while True:
-        body = http.get(handle["status_url"], params=params).json()
-        if body["status"] == status:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.01)
 
 
 def test_submit_answers_with_every_field_and_absolute_urls(fake_server):

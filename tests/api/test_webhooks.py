@@ -12,6 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import nacl.signing
 import pytest
 
+from tests.conftest import add_keys, make_settings, start_live_server
+
 SUBMIT = "/queue/fal-ai/flux/schnell"
 
 
@@ -215,3 +217,21 @@ def test_cancel_is_not_blocked_by_a_slow_receiver(fake_server, fake_engine, rece
         fake_engine.gate.set()
         receiver.wait_for(2)
     assert json.loads(receiver.received[1][1])["request_id"] == blocker["request_id"]
+
+
+def test_the_webhook_names_the_key_that_submitted(tmp_path, fake_engine, receiver_factory):
+    """fal's X-Fal-Webhook-User-Id is the submitting user: here the id of the key (its public half)."""
+    server = start_live_server(make_settings(tmp_path, auth=True), fake_engine)
+    try:
+        keys = add_keys(server.store, "alice")
+        receiver = receiver_factory()
+        with server.client() as http:
+            r = http.post(SUBMIT, params={"fal_webhook": receiver.url}, json={"prompt": "a cat"},
+                          headers=keys["alice"])  # fmt: skip
+            assert r.status_code == 200, r.text
+            receiver.wait_for(1)
+        key_id = keys["alice"]["authorization"].split()[1].split(":")[0]
+        headers, _ = receiver.received[0]
+        assert headers["x-fal-webhook-user-id"] == key_id
+    finally:
+        server.stop()

@@ -6,25 +6,15 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pytest
 
 from fluxserve.core.settings import AccelSettings, EngineSettings
-from fluxserve.engine.pipeline import FluxEngine
+from fluxserve.engine.flux import FluxEngine
 from fluxserve.engine.switches import attention_modules
-from fluxserve.core.jobs import GenerationSpec
+from tests.support.images import pixels
+from tests.support.specs import make_spec
 
-SPEC = GenerationSpec(kind="text", prompt="a photo of a cat", width=128, height=96, num_inference_steps=3, seed=7,
-                      num_images=1, guidance_scale=3.5, enable_safety_checker=True, output_format="png",
-                      sync_mode=False, acceleration="regular", base_url="http://h")  # fmt: skip
-
-
-def pixels(image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model_dir):
-    return FluxEngine.load(EngineSettings(model_path=tiny_model_dir, device="cpu"))
+SPEC = make_spec(prompt="a photo of a cat", width=128, height=96, num_inference_steps=3, seed=7, output_format="png",
+                 acceleration="regular")
 
 
 def test_a_batch_gives_each_job_its_own_images(engine):
@@ -105,7 +95,7 @@ def test_an_operator_can_switch_any_optimisation_off(tiny_model_dir):
 def test_low_memory_mode_is_ignored_on_cpu_with_one_log_line(tiny_model_dir, caplog):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="fluxserve.engine.pipeline"):
+    with caplog.at_level(logging.INFO, logger="fluxserve.engine.flux"):
         engine = FluxEngine.load(EngineSettings(model_path=tiny_model_dir, device="cpu", memory="low"))
     assert "memory mode low: needs a CUDA GPU; ignored on cpu" in caplog.text
     assert engine.generate(SPEC).images[0].size == (128, 96)

@@ -51,7 +51,8 @@ def test_bench_engine_smoke(tiny_model_dir, tmp_path):
 def test_the_stock_baseline_runs_the_eager_modules_whatever_level_ran_before(tiny_model_dir, monkeypatch):
     from benchmarks.bench_engine import StockPipeline, engine_from, module_state
     from fluxserve.engine.accel import AccelSettings
-    from fluxserve.engine.loading import load_flux_pipeline, resolve_placement
+    from fluxserve.engine.loading import load_flux_pipeline
+    from fluxserve.engine.placement import resolve_placement
     from fluxserve.engine.safety import SafetyChecker
     from fluxserve.engine.switches import CudaGraphs, Float8
     from tests.support.fp8_fakes import FakeGraphFactory, fake_quantise
@@ -82,7 +83,8 @@ def test_a_level_that_fails_is_measured_without_its_riskiest_switch(tiny_model_d
 
     from benchmarks.bench_engine import Bench, Deadline, Results, StockPipeline, engine_from, run_meta
     from fluxserve.engine.accel import AccelSettings
-    from fluxserve.engine.loading import load_flux_pipeline, resolve_placement
+    from fluxserve.engine.loading import load_flux_pipeline
+    from fluxserve.engine.placement import resolve_placement
     from fluxserve.engine.safety import SafetyChecker
 
     def no_kernels(graph, example_inputs):  # a compile that fails on first contact, as a broken stack would

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 
 import pytest
 
+from tests.support import waits
 from tests.support.procs import Cluster, Proc
 
 SUBMIT = "/queue/fal-ai/flux/schnell"
@@ -28,16 +30,12 @@ def cluster(tmp_path, tiny_model_dir):
         c.stop()
 
 
+# Real processes on the tiny model take seconds per job: every wait here gets a minute.
+wait_until = functools.partial(waits.wait_until, timeout=60, every=0.05)
+
+
 def status(http, handle):
     return http.get(handle["status_url"], params={"logs": "1"}).json()
-
-
-def wait_until(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def test_a_worker_killed_mid_job_has_its_job_finished_by_another(cluster):

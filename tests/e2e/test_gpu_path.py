@@ -12,14 +12,13 @@ import pytest
 import torch
 
 from fluxserve.core.settings import AccelSettings, EngineSettings, WarmupSettings
-from fluxserve.engine.pipeline import FluxEngine
+from fluxserve.engine.flux import FluxEngine
 from fluxserve.engine.switches import CudaGraphs, Float8, has_float8_weights, repeated_blocks
-from fluxserve.core.jobs import GenerationSpec
 from tests.support.fp8_fakes import FakeGraphFactory, RecordingBackend, fake_quantise
+from tests.support.specs import make_spec
 
-SPEC = GenerationSpec(kind="text", prompt="a lighthouse at dusk", width=64, height=48, num_inference_steps=2, seed=3,
-                      num_images=1, guidance_scale=3.5, enable_safety_checker=True, output_format="png",
-                      sync_mode=False, acceleration="none", base_url="")  # fmt: skip
+SPEC = make_spec(prompt="a lighthouse at dusk", height=48, num_inference_steps=2, seed=3, output_format="png",
+                 base_url="")
 
 
 def load(tiny_model_dir, **accel) -> FluxEngine:
@@ -38,7 +37,7 @@ def fake_fp8(monkeypatch):
 def test_none_is_stock_diffusers_bit_for_bit(tiny_model_dir):
     from diffusers import FluxPipeline
 
-    from fluxserve.engine.seeds import generators
+    from fluxserve.engine.sampling import generators
 
     engine = load(tiny_model_dir)
     ours = image_bytes(engine, "none")
@@ -196,7 +195,8 @@ def test_a_graph_that_changes_the_bits_is_not_used(tiny_model_dir, monkeypatch, 
 
 
 def test_stage_timers_wait_for_the_device_before_reading_the_clock():
-    from fluxserve.engine.pipeline import NoProgress, StageTimer
+    from fluxserve.engine.flux import StageTimer
+    from fluxserve.engine.protocol import NoProgress
 
     now = [0.0]
     queued = {"denoise": 5.0, "vae decode": 1.0}  # GPU work still running when the host leaves the stage
@@ -214,7 +214,7 @@ def test_stage_timers_wait_for_the_device_before_reading_the_clock():
 
 
 def test_a_cuda_placement_synchronises_the_device(monkeypatch):
-    from fluxserve.engine.loading import Placement
+    from fluxserve.engine.placement import Placement
 
     calls = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: calls.append(a))
@@ -236,8 +236,8 @@ def test_low_memory_mode_quantises_in_cpu_memory_and_offloads_without_moving_the
     """--memory low at full size, built on the meta device: weight-only fp8 block linears, diffusers' model
     offload, and never a move of the whole pipeline (~34 GB) to the GPU."""
     from benchmarks.random_flux import full_size_pipeline
-    from fluxserve.engine.loading import Placement
-    from fluxserve.engine.pipeline import LOW_MEMORY_DISABLED, fit_small_gpu
+    from fluxserve.engine.placement import Placement
+    from fluxserve.engine.flux import LOW_MEMORY_DISABLED, fit_small_gpu
 
     pipe, _, _ = full_size_pipeline("meta", torch.bfloat16)
     offloaded, moved = [], []
@@ -256,7 +256,8 @@ def test_low_memory_mode_quantises_in_cpu_memory_and_offloads_without_moving_the
 def test_a_pipeline_for_offload_is_loaded_without_moving_it(tiny_model_dir, monkeypatch):
     from diffusers import FluxPipeline
 
-    from fluxserve.engine.loading import Placement, load_flux_pipeline
+    from fluxserve.engine.loading import load_flux_pipeline
+    from fluxserve.engine.placement import Placement
 
     moved = []
     monkeypatch.setattr(FluxPipeline, "to", lambda self, *a, **kw: moved.append(a) or self)

@@ -31,7 +31,7 @@ def test_the_preflight_rehearses_on_cpu_without_the_packages_the_gpu_machine_lac
                 "huggingface_hub"}  # fmt: skip
     assert versions <= set(checks["versions"])
     assert checks["requirements"]["met"]
-    imports = {"diffusers", "transformers", "torchao.quantization", "fluxserve.engine.pipeline"}
+    imports = {"diffusers", "transformers", "torchao.quantization", "fluxserve.engine.flux"}
     assert imports <= set(checks["imports"])
     assert len(checks["imports"]["fp8_configs"]) == 2
     ceilings = checks["ceilings"]

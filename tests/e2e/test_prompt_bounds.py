@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fluxserve.engine import prompts
-from fluxserve.engine.pipeline import MAX_SEQUENCE_LENGTH
+from fluxserve.engine.sampling import MAX_SEQUENCE_LENGTH
 
 pytestmark = pytest.mark.abuse
 

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import base64
 import io
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import fal_client
 import pytest
 from PIL import Image
 
-from fluxserve.core.settings import UrlSettings
+from fluxserve.core.settings import UrlPolicy
 from tests.conftest import make_settings, start_live_server
+from tests.support.images import ImageOrigin, png_bytes, png_data_uri
+from tests.support.waits import wait_result
 
 REDUX = "/fal-ai/flux/schnell/redux"
 SMALL = {"width": 128, "height": 96}
-
-
-def png_data_uri(colour=(200, 40, 40)) -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), colour).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def test_redux_from_a_data_uri_reproduces_with_its_seed(tiny_server):
@@ -45,47 +38,24 @@ def test_redux_logs_its_stages_through_the_queue(tiny_server):
     with tiny_server.client() as http:
         handle = http.post("/queue" + REDUX, json={"image_url": png_data_uri(), "image_size": SMALL}).json()
         assert handle["status_url"].startswith(f"{tiny_server.url}/queue/fal-ai/flux/requests/")
-        result = http.get(handle["response_url"])
-        while result.status_code == 400:
-            result = http.get(handle["response_url"])
+        result = wait_result(http, handle)
         logs = [m["message"] for m in http.get(handle["status_url"], params={"logs": 1}).json()["logs"]]
     assert result.status_code == 200
     assert logs[:2] == ["fetch image", "image encode"] and "step 4/4" in logs
-
-
-class Origin:
-    """An image server on loopback: a third party from the server's point of view."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                data = base64.b64decode(png_data_uri().split(",", 1)[1])
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cat.png"
 
 
 @pytest.fixture
 def strict_server(tmp_path, tiny_engine):
     """A server with the default URL policy: loopback is NOT allowed for fetched URLs."""
     settings = make_settings(tmp_path, redux_enabled=True)
-    settings = type(settings)(**{**settings.__dict__, "urls": UrlSettings()})
+    settings = type(settings)(**{**settings.__dict__, "urls": UrlPolicy()})
     server = start_live_server(settings, tiny_engine)
     yield server
     server.stop()
 
 
 def test_own_outputs_feed_redux_without_a_network_fetch(strict_server):
-    origin = Origin()
+    origin = ImageOrigin()
     try:
         with strict_server.client() as http:
             text = http.post("/fal-ai/flux/schnell", json={"prompt": "a cat", "image_size": SMALL}).json()
@@ -100,7 +70,7 @@ def test_own_outputs_feed_redux_without_a_network_fetch(strict_server):
 
 
 def test_a_third_party_url_is_fetched_when_the_operator_allows_it(tiny_server):
-    origin = Origin()
+    origin = ImageOrigin()
     try:
         with tiny_server.client() as http:
             r = http.post(REDUX, json={"image_url": origin.url, "image_size": SMALL})
@@ -125,10 +95,7 @@ def test_refusals_are_422s_naming_image_url(strict_server, image_url, reason):
         queued = http.post("/queue" + REDUX, json={"image_url": image_url, "image_size": SMALL})
         if queued.status_code == 200:  # accepted at submit: refused by the worker, the job fails
             handle = queued.json()
-            result = http.get(handle["response_url"])
-            while result.status_code == 400:
-                result = http.get(handle["response_url"])
-            queued = result
+            queued = wait_result(http, handle)
     for response in (sync, queued):
         assert response.status_code == 422, response.text
         item = response.json()["detail"][0]
@@ -164,7 +131,7 @@ def test_fal_client_upload_then_redux(tiny_server, monkeypatch, tmp_path):
 
 
 def test_js_style_initiate_and_put_upload(tiny_server):
-    data = base64.b64decode(png_data_uri().split(",", 1)[1])
+    data = png_bytes()
     with tiny_server.client() as http:
         init = http.post("/storage/upload/initiate", params={"storage_type": "fal-cdn-v3"},
                          json={"content_type": "image/png", "file_name": "cat.png"}).json()  # fmt: skip

@@ -8,7 +8,7 @@ import io
 import httpx
 from PIL import Image
 
-from fluxserve.core.settings import UrlSettings
+from fluxserve.core.settings import UrlPolicy
 from tests.conftest import make_settings, start_live_server
 from tests.support.s3_fixtures import TEST_REGION
 
@@ -23,7 +23,7 @@ def test_outputs_live_in_the_bucket_and_feed_redux(tmp_path, tiny_engine, s3_ser
     storage = dataclasses.replace(settings.storage, s3_url="s3://images/outputs", s3_endpoint=s3_server,
                                   s3_region=TEST_REGION)  # fmt: skip
     # Loopback (where moto listens) is NOT allowed for fetched URLs: Redux must read its input from storage.
-    settings = dataclasses.replace(settings, storage=storage, urls=UrlSettings())
+    settings = dataclasses.replace(settings, storage=storage, urls=UrlPolicy())
     server = start_live_server(settings, tiny_engine)
     try:
         with server.client() as http:

@@ -17,10 +17,8 @@ from diffusers import AutoencoderKL
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
-from fluxserve.core.settings import EngineSettings
 from fluxserve.engine.images import to_pil, to_pixels
-from fluxserve.engine.loading import Placement
-from fluxserve.engine.pipeline import FluxEngine
+from fluxserve.engine.placement import Placement
 from fluxserve.engine.safety import SafetyChecker
 from tests.conftest import make_settings, start_live_server
 
@@ -28,11 +26,6 @@ RUN = "/fal-ai/flux/schnell"
 REQUEST = {"prompt": "a photo of a dog", "image_size": {"width": 128, "height": 128}, "seed": 5,
            "output_format": "png", "num_images": 2}  # fmt: skip
 POSTPROCESS = VaeImageProcessor(vae_scale_factor=16)
-
-
-@pytest.fixture
-def engine(tiny_model_dir):
-    return FluxEngine.load(EngineSettings(model_path=tiny_model_dir, device="cpu"))
 
 
 @pytest.fixture

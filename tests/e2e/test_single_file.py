@@ -11,15 +11,14 @@ from safetensors.torch import save_file
 
 from fluxserve.core.settings import EngineSettings
 from fluxserve.engine.checkpoints import load_transformer
-from fluxserve.engine.loading import Placement, require_model
-from fluxserve.engine.pipeline import FluxEngine
+from fluxserve.engine.model_check import require_model
+from fluxserve.engine.placement import Placement
+from fluxserve.engine.flux import FluxEngine
 from fluxserve.core.errors import ModelLoadError
-from fluxserve.core.jobs import GenerationSpec
 from tests.support.bfl_format import to_bfl
+from tests.support.specs import make_spec
 
-SPEC = GenerationSpec(kind="text", prompt="a cat", width=64, height=64, num_inference_steps=2, seed=5, num_images=1,
-                      guidance_scale=3.5, enable_safety_checker=False, output_format="png", sync_mode=False,
-                      acceleration="none", base_url="http://h")  # fmt: skip
+SPEC = make_spec(prompt="a cat", num_inference_steps=2, seed=5, enable_safety_checker=False, output_format="png")
 FP32 = Placement("cpu", "float32")
 
 

@@ -10,6 +10,8 @@ from PIL import Image
 
 from tests.conftest import make_settings, start_live_server
 from tests.support.fakes import FailingEngine
+from tests.support.images import pixels
+from tests.support.specs import make_spec
 
 RUN = "/fal-ai/flux/schnell"
 SMALL = {"width": 256, "height": 192}
@@ -22,10 +24,6 @@ def generate(server, **fields):
         body = r.json()
         images = [http.get(i["url"]).content for i in body["images"]]
     return body, images
-
-
-def pixels(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
 
 
 @pytest.mark.parametrize(("fmt", "pil", "mime"), [("jpeg", "JPEG", "image/jpeg"), ("png", "PNG", "image/png")])
@@ -59,7 +57,7 @@ def test_same_seed_same_bytes_after_reloading_the_model(tiny_server, tiny_model_
     from fluxserve.api.schemas import SchnellInput
     from fluxserve.core.settings import EngineSettings
     from fluxserve.worker.outputs import encode
-    from fluxserve.engine.pipeline import FluxEngine
+    from fluxserve.engine.flux import FluxEngine
 
     request = {"prompt": "a photo of a cat", "image_size": SMALL, "seed": 11, "output_format": "png"}
     _, (served,) = generate(tiny_server, **request)
@@ -90,11 +88,7 @@ def test_num_images_run_as_one_batched_call(tiny_engine, monkeypatch):
         return original(pipe, *args, **kwargs)
 
     monkeypatch.setattr(tiny_engine.pipe.__class__, "__call__", spy)
-    from fluxserve.core.jobs import GenerationSpec
-
-    spec = GenerationSpec(kind="text", prompt="p", width=64, height=64, num_inference_steps=2, seed=3,
-                          num_images=3, guidance_scale=3.5, enable_safety_checker=True, output_format="png",
-                          sync_mode=False, acceleration="none", base_url="http://h")  # fmt: skip
+    spec = make_spec(num_inference_steps=2, seed=3, num_images=3, output_format="png")
     result = tiny_engine.generate(spec)
     assert len(calls) == 1 and len(calls[0]["generator"]) == 3 and calls[0]["prompt_embeds"].shape[0] == 3
     assert len(result.images) == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,13 +48,6 @@ def test_fetch_limits_and_url_policy_flags():
     assert settings(["--allow-private-urls"]).urls.allow_private
 
 
-def test_server_builds_its_url_policy_from_settings():
-    from fluxserve.processes.api_process import url_policy
-
-    policy = url_policy(settings(["--fetch-max-bytes", "1000", "--fetch-timeout", "2.5", "--fetch-max-redirects", "1"]))
-    assert (policy.max_bytes, policy.total_timeout_s, policy.max_redirects) == (1000, 2.5, 1)
-
-
 def test_performance_flags():
     s = settings(["--batch-size", "8", "--batch-window-ms", "25", "--text-cache", "3", "--compile", "off",
                   "--disable-accel", "fused_qkv, channels_last_vae", "--fp8", "on"])  # fmt: skip
@@ -80,3 +75,63 @@ def test_a_count_flag_refuses_zero_naming_the_flag(capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser({}).parse_args(["serve", "--fetch-concurrency", "0"])
     assert exit_info.value.code == 2 and "--fetch-concurrency: must be 1 or more" in capsys.readouterr().err
+
+
+def test_each_default_is_written_once_flag_settings_and_component_agree():
+    from fluxserve.core.settings import QueueSettings, RetryPolicy, Settings, UrlPolicy
+    from fluxserve.net import safe_http, webhooks
+    from fluxserve.worker.loop import WorkerConfig
+
+    args = build_parser({}).parse_args(["serve"])
+    s = settings_from_args(args)
+    # The components enforce the very classes Settings holds, so there is no second copy to drift.
+    assert safe_http.UrlPolicy is UrlPolicy and webhooks.RetryPolicy is RetryPolicy
+    assert s.urls == UrlPolicy() == safe_http.SafeClient().policy
+    # The documented image_url limits (README, docs/security.md): 5 redirects, 10 s, 20 MiB.
+    assert (args.fetch_max_redirects, s.urls.max_redirects, UrlPolicy().max_redirects) == (5, 5, 5)
+    assert (args.fetch_timeout, s.urls.total_timeout_s, UrlPolicy().total_timeout_s) == (10, 10, 10)
+    assert args.fetch_max_bytes == s.urls.max_bytes == UrlPolicy().max_bytes == 20 * 2**20
+    assert s.webhooks.retry == RetryPolicy()
+    config, defaults = WorkerConfig.from_settings(s), WorkerConfig()
+    assert config.fetch_concurrency == defaults.fetch_concurrency == Settings.fetch_concurrency
+    queue = QueueSettings(db_path=s.queue.db_path)
+    assert s.queue == queue
+    assert (config.lease_s, config.max_attempts, config.max_batch, config.batch_window_s, config.max_per_key) == (
+        defaults.lease_s, defaults.max_attempts, defaults.max_batch, defaults.batch_window_s, defaults.max_per_key)
+
+
+def test_keys_and_usage_take_only_the_store_flags(capsys):
+    parser = build_parser({"FLUXSERVE_DATA_DIR": "/srv/d"})
+    args = parser.parse_args(["keys", "create", "--name", "a", "--store", "redis://r:6379/0"])
+    assert (args.data_dir, args.store, args.name) == (Path("/srv/d"), "redis://r:6379/0", "a")
+    assert parser.parse_args(["usage", "--data-dir", "/x", "--key", "k"]).usage_key == "k"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["keys", "list", "--port", "9000"])
+    assert "unrecognized arguments: --port" in capsys.readouterr().err
+
+
+def test_the_worker_process_imports_no_http_server(tmp_path):
+    """`fluxserve worker`, run up to the engine load (a stand-in that reports what is imported by then)."""
+    code = (
+        "import sys, types\n"
+        "stub = types.ModuleType('fluxserve.engine.flux')\n"
+        "class FluxEngine:\n"
+        "    @staticmethod\n"
+        "    def load(settings):\n"
+        "        print(sorted(m for m in ('uvicorn', 'fastapi') if m in sys.modules))\n"
+        "        raise SystemExit(0)\n"
+        "stub.FluxEngine = FluxEngine\n"
+        "sys.modules[stub.__name__] = stub\n"
+        "from fluxserve.cli.main import main\n"
+        f"main(['worker', '--data-dir', {str(tmp_path)!r}, '--device', 'cpu'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_attention_flag_offers_exactly_the_engines_backends():
+    from fluxserve.core.settings import ATTENTION_BACKENDS
+    from fluxserve.engine.attention import BACKENDS
+
+    assert set(ATTENTION_BACKENDS) == set(BACKENDS)
+

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fluxserve.engine.loading import check_model_dir, require_model_dir
+from fluxserve.engine.model_check import check_model_dir, require_model_dir
 from fluxserve.core.errors import ModelLoadError
 
 

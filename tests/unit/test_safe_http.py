@@ -30,6 +30,7 @@ from fluxserve.net.safe_http import (
     validate_url,
 )
 from fluxserve.processes.tls import ensure_self_signed
+from tests.support.network import FailingBackend
 
 pytestmark = pytest.mark.abuse
 
@@ -52,16 +53,6 @@ def local_policy(**overrides: object) -> UrlPolicy:
 
 class Sentinel(Exception):
     """Raised by the recording backend instead of opening a socket."""
-
-
-class FailingBackend(httpcore.NetworkBackend):
-    """The connector of the refusal tests: being called at all is the failure."""
-
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        pytest.fail(f"connect_tcp({host!r}, {port}) was called for an address that must be refused")
-
-    def connect_unix_socket(self, path, timeout=None, socket_options=None):
-        pytest.fail("connect_unix_socket was called")
 
 
 class RecordingBackend(httpcore.NetworkBackend):

@@ -20,7 +20,8 @@ from fluxserve.core.jobs import Job, JobStatus, new_job_id
 from fluxserve.store.sqlite import SQLiteJobStore
 from tests.conftest import make_settings, start_live_server, wait_ready
 from tests.support.fakes import FakeEngine
-from tests.unit.test_store_contract import SPEC
+from tests.support.specs import SPEC
+from tests.support.claiming import claim_one
 
 pytestmark = pytest.mark.abuse
 
@@ -94,7 +95,7 @@ def test_a_lock_longer_than_the_busy_timeout_is_waited_out(tmp_path):
     store = SQLiteJobStore.open(path, busy_timeout_s=0.05, retry_budget_s=10)
     job = submit(store)
     with foreign_write_lock(path, hold_s=1.0):
-        claimed = store.claim("w", lease_s=30)  # 20 busy timeouts' worth of lock
+        claimed = claim_one(store, "w", lease_s=30)  # 20 busy timeouts' worth of lock
     assert claimed is not None and claimed.id == job.id
     store.close()
 
@@ -106,23 +107,23 @@ def test_a_lock_past_the_budget_fails_that_one_operation_and_reads_go_on(tmp_pat
     with foreign_write_lock(path, hold_s=2.5):
         started = time.monotonic()
         with pytest.raises(StoreBusy):
-            store.claim("w", lease_s=30)
+            claim_one(store, "w", lease_s=30)
         assert time.monotonic() - started < 1.5, "gave up after its budget, not SQLite's 30 s"
         assert timed(lambda: store.get(job.id)) < 0.2 and store.count_queued() == 1
-    assert store.claim("w", lease_s=30).id == job.id, "the store works again once the lock is gone"
+    assert claim_one(store, "w", lease_s=30).id == job.id, "the store works again once the lock is gone"
     store.close()
 
 
 def test_a_worker_outlives_a_lock_past_its_budget(tmp_path):
     """The operation that ran out of budget fails; the worker (and its loaded model) does not."""
     from fluxserve.worker.loop import Worker, WorkerConfig
-    from fluxserve.processes.api_process import open_blobs
+    from fluxserve.blobs.open import open_blobs
 
     settings = make_settings(tmp_path)
     path = settings.queue.db_path
     store = SQLiteJobStore.open(path, busy_timeout_s=0.05, retry_budget_s=0.3)
     config = WorkerConfig.from_settings(settings, worker_id="w", idle_sleep_s=0.005)
-    worker = Worker(store, open_blobs(settings), FakeEngine(), config)
+    worker = Worker(store, open_blobs(settings.storage), FakeEngine(), config)
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
     try:

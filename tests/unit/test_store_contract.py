@@ -1,4 +1,4 @@
-"""The JobStore contract. Every backend runs this same suite (SQLite now; Redis joins the parametrisation)."""
+"""The JobStore contract: every backend (SQLite, a real Redis) runs this same suite."""
 
 from __future__ import annotations
 
@@ -8,33 +8,13 @@ import uuid
 
 import pytest
 
-from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus, LogLine, new_job_id
+from fluxserve.core.jobs import Job, JobError, JobStatus, LogLine, new_job_id
 from fluxserve.store.sqlite import SQLiteJobStore
-from tests.support.fakes import FakeClock
-
-SPEC = GenerationSpec(
-    kind="text", prompt="p", width=64, height=64, num_inference_steps=1, seed=1, num_images=1,
-    guidance_scale=3.5, enable_safety_checker=True, output_format="jpeg", sync_mode=False,
-    acceleration="none", base_url="http://h",
-)  # fmt: skip
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path, clock):
-    if request.param == "sqlite":
-        store = SQLiteJobStore.open(tmp_path / "jobs.sqlite3", clock=clock)
-    else:
-        from fluxserve.store.redis import RedisJobStore
-
-        server = request.getfixturevalue("redis_server")
-        store = RedisJobStore.open(server.url, namespace=f"test-{uuid.uuid4().hex}:", clock=clock)
-    yield store
-    store.close()
+from fluxserve.store.scheduling import ClaimPolicy, batch_key
+from tests.support.scheduling_cases import CASES
+from tests.support.specs import SPEC, make_spec
+from tests.support.store_fixtures import clock, store  # noqa: F401  (both backends)
+from tests.support.claiming import claim_one
 
 
 def submit(store, app="fal-ai/flux/schnell") -> Job:
@@ -53,19 +33,19 @@ def test_submit_then_get(store):
 def test_claim_is_fifo_and_positions_count_jobs_ahead(store):
     jobs = [submit(store) for _ in range(3)]
     assert [store.queue_position(j.id) for j in jobs] == [0, 1, 2]
-    claimed = store.claim("w", lease_s=10)
+    claimed = claim_one(store, "w", lease_s=10)
     assert claimed.id == jobs[0].id and claimed.status is JobStatus.RUNNING and claimed.worker_id == "w"
     assert store.queue_position(jobs[0].id) is None
     assert [store.queue_position(j.id) for j in jobs[1:]] == [0, 1]
 
 
 def test_claim_on_empty_queue(store):
-    assert store.claim("w", lease_s=10) is None
+    assert claim_one(store, "w", lease_s=10) is None
 
 
 def test_complete_records_output_once(store):
     job = submit(store)
-    store.claim("w", 10)
+    claim_one(store, "w", 10)
     assert store.complete(job.id, {"images": []})
     assert not store.complete(job.id, {"images": ["again"]})
     assert not store.fail(job.id, JobError(500, "internal_error", "late"))
@@ -75,7 +55,7 @@ def test_complete_records_output_once(store):
 
 def test_fail_records_error(store):
     job = submit(store)
-    store.claim("w", 10)
+    claim_one(store, "w", 10)
     assert store.fail(job.id, JobError(500, "internal_error", "boom"))
     got = store.get(job.id)
     assert got.status is JobStatus.FAILED and got.error == JobError(500, "internal_error", "boom")
@@ -89,7 +69,7 @@ def test_queued_job_cannot_complete(store):
 
 def test_cancel_wins_exactly_once_against_complete(store):
     job = submit(store)
-    store.claim("w", 10)
+    claim_one(store, "w", 10)
     results = []
     barrier = threading.Barrier(2)
 
@@ -111,18 +91,18 @@ def test_cancel_wins_exactly_once_against_complete(store):
 
 def test_expired_lease_requeues_at_its_old_place(store, clock):
     first, second = submit(store), submit(store)
-    store.claim("dead-worker", lease_s=5)
+    claim_one(store, "dead-worker", lease_s=5)
     clock.advance(4)
     assert store.requeue_expired() == []
     clock.advance(2)
     assert store.requeue_expired() == [first.id]
     assert store.queue_position(first.id) == 0 and store.queue_position(second.id) == 1
-    assert store.claim("w2", 5).id == first.id
+    assert claim_one(store, "w2", 5).id == first.id
 
 
 def test_renewed_lease_is_not_requeued(store, clock):
     job = submit(store)
-    store.claim("w", lease_s=5)
+    claim_one(store, "w", lease_s=5)
     clock.advance(4)
     assert store.renew_lease(job.id, "w", 5)
     assert not store.renew_lease(job.id, "someone-else", 5)
@@ -152,7 +132,7 @@ def test_jobs_survive_a_redis_restart(redis_server, clock):
 
     store = RedisJobStore.open(redis_server.url, namespace=f"test-{uuid.uuid4().hex}:", clock=clock)
     queued, running = submit(store), submit(store)
-    store.claim("w", 10)  # claims `queued`: it was first
+    claim_one(store, "w", 10)  # claims `queued`: it was first
     redis_server.restart()
     assert store.get(queued.id).status is JobStatus.RUNNING, "the client reconnects by itself"
     assert store.queue_position(running.id) == 0
@@ -168,10 +148,10 @@ def test_submitting_the_same_job_twice_is_a_no_op(store):
 def test_claims_are_counted_and_a_job_whose_workers_keep_dying_fails(store, clock):
     job = submit(store)
     for attempt in (1, 2):
-        assert store.claim(f"w{attempt}", lease_s=5).attempts == attempt
+        assert claim_one(store, f"w{attempt}", lease_s=5).attempts == attempt
         clock.advance(6)
         assert store.requeue_expired(max_attempts=3) == [job.id]
-    store.claim("w3", lease_s=5)
+    claim_one(store, "w3", lease_s=5)
     clock.advance(6)
     assert store.requeue_expired(max_attempts=3) == []
     failed = store.get(job.id)
@@ -184,7 +164,7 @@ def test_a_job_not_started_by_its_deadline_fails_with_fals_timeout(store, clock)
     store.submit(late)
     on_time = submit(store)
     clock.advance(6)
-    assert store.claim("w", 10).id == on_time.id, "claim skips and fails jobs past their start deadline"
+    assert claim_one(store, "w", 10).id == on_time.id, "claim skips and fails jobs past their start deadline"
     got = store.get(late.id)
     assert got.status is JobStatus.FAILED and got.error.status_code == 504
     assert got.error.timeout_type == "user" and got.error.error_type == "request_timeout"
@@ -192,19 +172,19 @@ def test_a_job_not_started_by_its_deadline_fails_with_fals_timeout(store, clock)
 
 def test_count_queued(store):
     jobs = [submit(store) for _ in range(3)]
-    store.claim("w", 10)
+    claim_one(store, "w", 10)
     store.cancel(jobs[2].id)
     assert store.count_queued() == 1
 
 
 def test_purge_removes_old_finished_jobs_and_returns_their_blobs(store, clock):
     old, young, running = submit(store), submit(store), submit(store)
-    store.claim("w", 100)
+    claim_one(store, "w", 100)
     store.complete(old.id, {"images": []}, blob_keys=["a.png", "b.png"])
     clock.advance(50)
-    store.claim("w", 100)
+    claim_one(store, "w", 100)
     store.complete(young.id, {"images": []}, blob_keys=["c.png"])
-    store.claim("w", 100)
+    claim_one(store, "w", 100)
     assert sorted(store.purge_finished(before=clock() - 10)) == ["a.png", "b.png"]
     assert store.get(old.id) is None and store.logs(old.id) == []
     assert store.get(young.id) is not None and store.get(running.id) is not None
@@ -226,7 +206,7 @@ def test_webhooks_are_claimed_once_finished_and_leased(store, clock):
     job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, webhook_url="http://h/hook")
     store.submit(job)
     assert store.claim_webhooks(lease_s=10) == [], "no webhook before the job ends"
-    store.claim("w", 10)
+    claim_one(store, "w", 10)
     store.complete(job.id, {"images": []})
     (delivery,) = store.claim_webhooks(lease_s=10)
     assert delivery.url == "http://h/hook" and delivery.attempts == []
@@ -253,34 +233,78 @@ def test_a_dead_dispatchers_delivery_is_claimed_again(store, clock):
 
 def test_drop_output(store):
     job = submit(store)
-    store.claim("w", 10)
+    claim_one(store, "w", 10)
     store.complete(job.id, {"images": ["data:..."]})
     store.drop_output(job.id)
     got = store.get(job.id)
     assert got.status is JobStatus.COMPLETED and got.output is None
 
 
-def test_claim_matching_takes_the_oldest_compatible_jobs(store):
-    from dataclasses import replace
-
+def test_a_batch_claim_takes_the_oldest_compatible_jobs_and_counts_each_attempt(store):
     def make(**changes):
-        job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=replace(SPEC, acceleration="regular", **changes))
+        job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=make_spec(acceleration="regular", **changes))
         store.submit(job)
         return job
 
     head = make()
     other_size = make(width=128)
     same = [make(prompt=f"p{i}") for i in range(3)]
-    store.claim("w", 10)
-    batch = store.claim_matching("w", 10, head.spec.batch_key, limit=2)
-    assert [j.id for j in batch] == [same[0].id, same[1].id]
+    batch = store.claim("w", 10, ClaimPolicy(max_batch=3))
+    assert [j.id for j in batch] == [head.id, same[0].id, same[1].id]
     assert all(j.status is JobStatus.RUNNING and j.worker_id == "w" and j.attempts == 1 for j in batch)
     assert store.queue_position(other_size.id) == 0 and store.queue_position(same[2].id) == 1
-    assert store.claim_matching("w", 10, {"width": 999}, limit=4) == []
+    fill = ClaimPolicy(max_batch=4, batch_key=batch_key(make_spec(width=999, acceleration="regular")))
+    assert store.claim("w", 10, fill) == []
 
 
-def test_the_bit_exact_level_is_never_batched():
-    assert SPEC.batch_key is None
+# Jobs carry no priority in the stores (fal's API has none), so the cases that need one run on plain data only.
+STORE_CASES = [case for case in CASES if not case.needs_priority]
+
+
+@pytest.mark.parametrize("case", STORE_CASES, ids=[case.id for case in STORE_CASES])
+def test_the_scheduling_decision(store, clock, case):
+    """The same table as the pure test_scheduling.py, through this backend's claim."""
+    for served in case.history:
+        job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, key_id=served.key)
+        store.submit(job)
+        assert claim_one(store, "earlier", 100).id == job.id
+        if served.done:
+            store.complete(job.id, {})
+        clock.advance(1)
+    names = {}
+    for queued in case.queue:
+        job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=queued.spec, key_id=queued.key)
+        store.submit(job)
+        names[job.id] = queued.name
+    claimed = store.claim("w", 10, case.policy)
+    assert tuple(names[job.id] for job in claimed) == case.expected
+    assert all(job.status is JobStatus.RUNNING and job.worker_id == "w" for job in claimed)
+
+
+def test_one_running_per_key_holds_for_a_batch_and_the_other_key_waits_no_longer(store):
+    """Regression: the batch-mates of a key at max_running_per_key=1 were claimed past the limit (four of
+    A's jobs ran while B's waited)."""
+    a_jobs = [keyed(store, "A", make_spec(acceleration="regular", prompt=f"a{i}")) for i in range(4)]
+    b_job = keyed(store, "B", make_spec(acceleration="regular", width=128))
+    policy = ClaimPolicy(max_batch=4, max_running_per_key=1)
+    assert [job.id for job in store.claim("w1", 10, policy)] == [a_jobs[0].id]
+    assert [job.id for job in store.claim("w2", 10, policy)] == [b_job.id]
+    assert store.claim("w3", 10, policy) == [], "A and B are at their limit"
+
+
+def test_idle_claims_and_sweeps_signal_no_change(store):
+    """An idle worker's own claim and requeue sweep change nothing, so they wake no waiter (itself included:
+    on Redis they did, and an idle worker spun)."""
+    store.wait_for_change(0.01)  # subscribe (Redis) or bind the doorbell (SQLite) before the writes
+    keyed(store, "A")
+    assert store.wait_for_change(1.0), "a submit is a change"
+    assert len(store.claim("w", 10, ClaimPolicy(max_batch=1))) == 1
+    assert store.wait_for_change(1.0), "a claim that took a job is a change"
+    for _ in range(3):
+        assert store.claim("w", 10, ClaimPolicy(max_batch=1)) == []
+        assert store.requeue_expired() == []
+        assert store.expire_start_deadlines() == []
+    assert not store.wait_for_change(0.2)
 
 
 def test_worker_states_lapse_without_reports(store, clock):
@@ -301,12 +325,12 @@ def test_worker_reports_carry_stats_and_queue_stats(store, clock):
     clock.advance(5)
     submit(store)
     assert store.queue_stats() == {"depth": 2, "oldest_age_s": 5.0}
-    store.claim("w", 10)
+    claim_one(store, "w", 10)
     assert store.queue_stats()["depth"] == 1 and first
 
 
 def test_api_keys(store, clock):
-    from fluxserve.core.jobs import ApiKey
+    from fluxserve.core.accounts import ApiKey
 
     store.create_key(ApiKey("k1", "hash1", "alice", False, clock()))
     clock.advance(1)
@@ -321,7 +345,7 @@ def test_usage_counts_completed_jobs_in_megapixels_rounded_up(store, clock):
     def run(key_id, output, app="fal-ai/flux/schnell", end="complete"):
         job = Job(id=new_job_id(), app=app, spec=SPEC, key_id=key_id)
         store.submit(job)
-        store.claim("w", 10)
+        claim_one(store, "w", 10)
         if end == "complete":
             store.complete(job.id, output)
         else:
@@ -345,8 +369,8 @@ def test_usage_counts_completed_jobs_in_megapixels_rounded_up(store, clock):
 
 
 
-def keyed(store, key_id):
-    job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, key_id=key_id)
+def keyed(store, key_id, spec=SPEC):
+    job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=spec, key_id=key_id)
     store.submit(job)
     return job
 
@@ -356,7 +380,7 @@ def test_a_flooding_key_does_not_starve_another(store, clock):
     single = keyed(store, "B")
     order = []
     for _ in range(3):
-        job = store.claim("w", 10)
+        job = claim_one(store, "w", 10)
         order.append(job.id)
         store.complete(job.id, {})
         clock.advance(1)
@@ -366,19 +390,19 @@ def test_a_flooding_key_does_not_starve_another(store, clock):
 
 def test_one_key_alone_stays_fifo(store):
     jobs = [keyed(store, "A") for _ in range(3)]
-    assert [store.claim("w", 10).id for _ in range(3)] == [j.id for j in jobs]
+    assert [claim_one(store, "w", 10).id for _ in range(3)] == [j.id for j in jobs]
 
 
 def test_a_key_at_its_concurrency_limit_waits(store, clock):
     a1, a2 = keyed(store, "A"), keyed(store, "A")
     b1 = keyed(store, "B")
-    assert store.claim("w1", 10, max_per_key=1).id == a1.id
+    assert claim_one(store, "w1", 10, max_per_key=1).id == a1.id
     clock.advance(1)
-    assert store.claim("w2", 10, max_per_key=1).id == b1.id
-    assert store.claim("w3", 10, max_per_key=1) is None, "A and B are at their limit; a2 waits, not rejected"
+    assert claim_one(store, "w2", 10, max_per_key=1).id == b1.id
+    assert claim_one(store, "w3", 10, max_per_key=1) is None, "A and B are at their limit; a2 waits, not rejected"
     assert store.get(a2.id).status is JobStatus.QUEUED
     store.complete(a1.id, {})
-    assert store.claim("w3", 10, max_per_key=1).id == a2.id
+    assert claim_one(store, "w3", 10, max_per_key=1).id == a2.id
 
 
 # -- admission: the queue caps are checked in the insert's own transaction ---------------------------------
@@ -465,7 +489,7 @@ def test_a_keys_share_counts_only_its_queued_jobs(store, clock):
     first, second = keyed_submit(), keyed_submit()
     with pytest.raises(QueueFull):
         keyed_submit()
-    store.claim("w", lease_s=5)  # `first` runs: it no longer waits, so A has room for one more
+    claim_one(store, "w", lease_s=5)  # `first` runs: it no longer waits, so A has room for one more
     third = keyed_submit()
     with pytest.raises(QueueFull):
         keyed_submit()

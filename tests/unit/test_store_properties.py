@@ -19,17 +19,19 @@ from hypothesis.stateful import (
     Bundle, RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test,
 )  # fmt: skip
 
-from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus, can_transition, megapixels, new_job_id
+from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus, can_transition, new_job_id
+from fluxserve.core.accounts import megapixels
 from fluxserve.store.protocols import Admission, QueueFull
+from fluxserve.store.scheduling import Candidate, ClaimPolicy, KeyLoad, batch_key, plan
 from fluxserve.store.sqlite import SQLiteJobStore
 from tests.support.fakes import FakeClock
-from tests.unit.test_store_contract import SPEC
+from tests.support.specs import SPEC
 
 APP = "fal-ai/flux/schnell"
 KEYS = [None, "A", "B"]
 WORKERS = ["w1", "w2", "w3"]
 LEASE_S = 10.0
-# Batchable specs (acceleration other than "none") of two sizes, so claim_matching has something to choose.
+# Batchable specs (acceleration other than "none") of two sizes, so a batch claim has something to choose.
 SPECS = [replace(SPEC, acceleration="regular", width=w) for w in (64, 128)]
 OUTPUT = {"images": [{"url": "u", "content_type": "image/png", "width": 1024, "height": 1024}] * 2}
 PROPERTIES = settings(max_examples=30, stateful_step_count=50, deadline=None,
@@ -62,6 +64,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.model: dict[str, Model] = {}
         self.seen: dict[str, tuple[JobStatus, int]] = {}  # what the store last said: status, attempts
         self.next_seq = 0
+        self.served: dict[str | None, float] = {}  # when a job of each key was last claimed
 
     def teardown(self) -> None:
         self.store.close()
@@ -71,9 +74,6 @@ class StoreMachine(RuleBasedStateMachine):
     def queued(self) -> list[str]:
         return sorted((i for i, m in self.model.items() if m.status is JobStatus.QUEUED),
                       key=lambda i: self.model[i].seq)  # fmt: skip
-
-    def running_of(self, key: str | None) -> int:
-        return sum(1 for m in self.model.values() if m.status is JobStatus.RUNNING and m.key == key)
 
     def take(self, job_id: str, worker: str) -> None:
         m = self.model[job_id]
@@ -112,30 +112,24 @@ class StoreMachine(RuleBasedStateMachine):
         """Most submits fit: a queue a few jobs deep is where positions and fairness can go wrong."""
         return self.submit(key, spec, cap=None, share=None)
 
-    @rule(worker=st.sampled_from(WORKERS), max_per_key=st.sampled_from([0, 1, 2]))
-    def claim(self, worker, max_per_key):
-        eligible = [i for i in self.queued()
-                    if not max_per_key or self.model[i].key is None
-                    or self.running_of(self.model[i].key) < max_per_key]  # fmt: skip
-        job = self.store.claim(worker, LEASE_S, max_per_key=max_per_key)
-        if job is None:
-            assert not eligible, "nothing claimed while a job could run"
-            return
-        assert job.id in eligible, "claimed a job that was not queued, or whose key is at its limit"
-        oldest_of_key = next(i for i in eligible if self.model[i].key == self.model[job.id].key)
-        assert job.id == oldest_of_key, "each key's jobs start in the order they were submitted"
-        if len({self.model[i].key for i in eligible}) == 1:
-            assert job.id == eligible[0], "one key alone: plain FIFO"
-        self.take(job.id, worker)
-        assert job.status is JobStatus.RUNNING and job.worker_id == worker
-
-    @rule(worker=st.sampled_from(WORKERS), spec=st.sampled_from(SPECS), limit=st.integers(1, 3))
-    def claim_matching(self, worker, spec, limit):
-        expected = [i for i in self.queued() if self.model[i].spec.batch_key == spec.batch_key][:limit]
-        claimed = self.store.claim_matching(worker, LEASE_S, spec.batch_key, limit)
-        assert [j.id for j in claimed] == expected, "the oldest compatible jobs, in queue order"
-        for job_id in expected:
-            self.take(job_id, worker)
+    @rule(worker=st.sampled_from(WORKERS), max_batch=st.integers(1, 3), max_per_key=st.sampled_from([0, 1, 2]),
+          fill=st.none() | st.sampled_from(SPECS))  # fmt: skip
+    def claim(self, worker, max_batch, max_per_key, fill):
+        """The store claims exactly what scheduling.plan decides from the model's own account of the queue,
+        the running jobs and when each key was last served: both stores gather the same inputs."""
+        policy = ClaimPolicy(max_batch, max_per_key, batch_key=fill and batch_key(fill))
+        candidates = [Candidate.of(i, self.model[i].key, self.model[i].spec) for i in self.queued()]
+        running: dict[str | None, int] = {}
+        for m in self.model.values():
+            if m.status is JobStatus.RUNNING:
+                running[m.key] = running.get(m.key, 0) + 1
+        expected = plan(candidates, KeyLoad(running, dict(self.served)), policy)
+        claimed = self.store.claim(worker, LEASE_S, policy)
+        assert [job.id for job in claimed] == expected
+        for job in claimed:
+            self.take(job.id, worker)
+            self.served[self.model[job.id].key] = self.clock()
+            assert job.status is JobStatus.RUNNING and job.worker_id == worker
 
     @rule(job_id=jobs)
     def complete(self, job_id):

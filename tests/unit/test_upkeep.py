@@ -8,7 +8,8 @@ from fluxserve.store.sqlite import SQLiteJobStore
 from fluxserve.blobs.local import LocalBlobStore
 from fluxserve.processes.upkeep import Upkeep
 from tests.support.fakes import FakeClock
-from tests.unit.test_store_contract import SPEC
+from tests.support.specs import SPEC
+from tests.support.claiming import claim_one
 
 
 def test_retention_sweep_removes_results_and_files(tmp_path):
@@ -19,7 +20,7 @@ def test_retention_sweep_removes_results_and_files(tmp_path):
     upkeep = Upkeep(store, blobs, settings, clock=clock)
     job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC)
     store.submit(job)
-    store.claim("w", 10)
+    claim_one(store, "w", 10)
     key = blobs.put(b"png", "image/png", "png")
     store.complete(job.id, {"images": [{"url": key}]}, blob_keys=[key])
     upkeep.tick()
@@ -37,7 +38,7 @@ def test_tick_requeues_jobs_of_dead_workers_and_expires_deadlines(tmp_path):
     late = Job(id=new_job_id(), app="a", spec=SPEC, start_deadline=clock() + 1)
     store.submit(dead)
     store.submit(late)
-    store.claim("dead-worker", lease_s=5)
+    claim_one(store, "dead-worker", lease_s=5)
     clock.advance(6)
     upkeep.tick()
     assert store.get(dead.id).status is JobStatus.QUEUED

@@ -4,15 +4,14 @@ can start: a delivery waiting for a free slot stays in the store, unleased, for 
 from __future__ import annotations
 
 import threading
-import time
 
 from fluxserve.cli.main import build_parser, settings_from_args
 from fluxserve.net.safe_http import Response
 from fluxserve.processes.api_process import webhook_dispatcher
 from fluxserve.net.webhook_dispatch import WebhookDispatcher
 from fluxserve.net.webhooks import RetryPolicy, WebhookSigner
-from tests.unit.test_store_contract import clock, store  # noqa: F401  (fixtures: both backends)
-from tests.unit.test_webhook_fencing import finished_with_webhook
+from tests.support.store_fixtures import clock, finished_with_webhook, store  # noqa: F401  (both backends)
+from tests.support.waits import wait_until
 
 
 class HeldReceiver:
@@ -32,13 +31,6 @@ class HeldReceiver:
             self.holding -= 1
             self.done += 1
         return Response(status_code=200, headers={}, content=b"", url=url)
-
-
-def wait_until(condition, timeout_s: float = 5) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
 
 
 def test_sends_run_concurrently_up_to_the_bound(store, clock):

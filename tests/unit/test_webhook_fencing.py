@@ -6,23 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from fluxserve.core.jobs import Job, new_job_id
 from fluxserve.store.protocols import LOST_ATTEMPT_ERROR
 from fluxserve.net.safe_http import Response
 from fluxserve.net.webhook_dispatch import WebhookDispatcher
 from fluxserve.net.webhooks import RetryPolicy, WebhookSigner
-from tests.unit.test_store_contract import SPEC, clock, store  # noqa: F401  (fixtures: both backends)
+from tests.support.store_fixtures import clock, finished_with_webhook, store  # noqa: F401  (both backends)
 
 pytestmark = pytest.mark.abuse
 
 LEASE_S = 10
-
-
-def finished_with_webhook(store) -> Job:
-    job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, webhook_url="http://hook.example/h")
-    store.submit(job)
-    store.cancel(job.id)  # terminal: its webhook is due
-    return job
 
 
 def attempt(number: int, status_code: int = 503) -> dict:

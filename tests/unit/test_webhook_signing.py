@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpcore
 import nacl.exceptions
 import nacl.signing
 import pytest
@@ -29,6 +28,7 @@ from fluxserve.net.webhooks import (
     verify,
     webhook_body,
 )
+from tests.support.network import FailingBackend
 
 BODY = b'{"request_id":"req-1","status":"OK","payload":{"seed":42}}'
 NOW = 1_760_000_000
@@ -292,11 +292,6 @@ def test_connection_refused_is_an_error_and_retryable(client, signer):
     attempt = deliver_once(client, f"http://127.0.0.1:{port}/hook", payload(), signer, "req-1", "user-1")
     assert attempt.status_code is None and attempt.error
     assert not attempt.final and RetryPolicy().should_retry(attempt)
-
-
-class FailingBackend(httpcore.NetworkBackend):
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        pytest.fail(f"connected to {host}:{port}, which must be refused")
 
 
 def test_unsafe_target_is_final_and_never_connected(signer):

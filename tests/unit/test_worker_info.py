@@ -7,6 +7,7 @@ import threading
 import time
 
 from fluxserve.core.settings import WarmupSettings
+from fluxserve.core.worker_state import WorkerState
 from fluxserve.worker.loop import Worker, WorkerConfig
 from fluxserve.store.sqlite import SQLiteJobStore
 from fluxserve.blobs.local import LocalBlobStore
@@ -19,19 +20,6 @@ H200 = {
     "skipped": {"cuda_graphs": "switched off by the operator"},
     "dropped": {"high": {"attention": "failed warming up 1024x1024, batch 1: RuntimeError: no kernel"}},
 }
-
-
-class EngineWithoutDescribe:
-    """An engine written before describe() existed: the worker must still start."""
-
-    def __init__(self) -> None:
-        self.engine = FakeEngine()
-
-    def generate_batch(self, specs, progress=None, images=None):
-        return self.engine.generate_batch(specs, progress, images)
-
-    def gpu_memory_bytes(self):
-        return None
 
 
 def run_until_ready(tmp_path, engine, gpu=None, warmup=None) -> tuple[Worker, SQLiteJobStore]:
@@ -98,8 +86,16 @@ def test_the_engine_warms_up_only_when_there_are_shapes_to_warm(tmp_path):
     assert engine.warmed_up == [warmup]
 
 
-def test_an_engine_without_describe_still_serves_and_says_only_its_gpu(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="fluxserve.worker.loop")
-    _, store = run_until_ready(tmp_path, EngineWithoutDescribe())
-    assert store.worker_reports()["w"]["stats"]["info"] == {"gpu": None}
-    assert "worker w ready" in [r.getMessage() for r in caplog.records]
+def test_a_warming_worker_reports_each_state_of_its_life_in_order(tmp_path, monkeypatch):
+    reported: list[str] = []
+    original = SQLiteJobStore.report_worker
+
+    def report_worker(self, worker_id, state, *rest):
+        reported.append(state)
+        original(self, worker_id, state, *rest)
+
+    monkeypatch.setattr(SQLiteJobStore, "report_worker", report_worker)
+    run_until_ready(tmp_path, FakeEngine(), warmup=WarmupSettings(sizes=((64, 64),), levels=("regular",)))
+    assert [state for i, state in enumerate(reported) if i == 0 or reported[i - 1] != state] == [
+        WorkerState.WARMING.value, WorkerState.READY.value, WorkerState.STOPPING.value]
+    assert all(type(state) is str for state in reported), "the store is handed the state's value"

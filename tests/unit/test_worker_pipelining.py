@@ -3,72 +3,18 @@ exactly one terminal state: with a held blob store, a cancel, a failing store, a
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from fluxserve.worker.loop import FatalWorkerError, Worker, WorkerConfig
-from fluxserve.core.jobs import GenerationSpec, Job, JobStatus, new_job_id
+from fluxserve.core.jobs import JobStatus
 from fluxserve.store.sqlite import SQLiteJobStore
 from fluxserve.blobs.local import LocalBlobStore
 from tests.support.fakes import FakeEngine, HeldBlobs
-
-SPEC = GenerationSpec(
-    kind="text", prompt="p", width=64, height=64, num_inference_steps=2, seed=1, num_images=1,
-    guidance_scale=3.5, enable_safety_checker=True, output_format="jpeg", sync_mode=False,
-    acceleration="none", base_url="http://h",
-)  # fmt: skip
-
-
-def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
-
-@dataclasses.dataclass
-class Rig:
-    """A real SQLite store and local blob store (its puts can be held), a fake engine, a worker thread."""
-
-    store: SQLiteJobStore
-    blobs: HeldBlobs
-    engine: FakeEngine
-    worker: Worker
-    files: object
-    thread: threading.Thread | None = None
-    failure: BaseException | None = None
-
-    def submit(self, prompt: str, **fields: object) -> Job:
-        spec = dataclasses.replace(SPEC, prompt=prompt, **fields)
-        job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=spec)
-        self.store.submit(job)
-        return job
-
-    def start(self) -> None:
-        def run() -> None:
-            try:
-                self.worker.run_forever()
-            except BaseException as exc:  # noqa: BLE001 - the test looks at it
-                self.failure = exc
-
-        self.thread = threading.Thread(target=run, name="worker", daemon=True)
-        self.thread.start()
-
-    def status(self, job: Job) -> JobStatus:
-        return self.store.get(job.id).status
-
-    def generated(self) -> list[str]:
-        return [spec.prompt for spec in self.engine.calls]
-
-    def join(self) -> None:
-        self.worker.stop()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive(), "the worker did not stop"
-
+from tests.support.worker_rig import Rig
+from tests.support.waits import wait_until
 
 @pytest.fixture
 def rig(tmp_path) -> Iterator[Rig]:

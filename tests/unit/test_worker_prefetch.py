@@ -16,7 +16,8 @@ from fluxserve.core.jobs import JobStatus
 from fluxserve.store.sqlite import SQLiteJobStore
 from fluxserve.blobs.local import LocalBlobStore
 from tests.support.fakes import FakeEngine, HeldBlobs
-from tests.unit.test_worker_pipelining import Rig, wait_until
+from tests.support.waits import wait_until
+from tests.support.worker_rig import Rig
 
 SLOW = "http://slow.example/cat.png"
 
@@ -174,6 +175,23 @@ def test_a_suspect_device_leaves_the_jobs_being_fetched_to_their_leases(rig):
     threading.Event().wait(0.4)
     assert sorted(rig.store.requeue_expired(3)) == sorted([slow.id, fatal.id]), "nobody renews their leases"
     rig.images.release.set()
+    rig.thread = None
+
+
+def test_a_bad_image_url_still_fails_with_its_422_when_its_batch_then_finds_the_device_suspect(rig):
+    """Each job's outcome is decided once: the unusable image_url never reached the device, so the suspect
+    device that leaves its batch-mate to its lease does not take the 422 back."""
+    fatal = "CUDA error: an illegal memory access"
+    good, bad = (rig.submit(fatal, kind="redux", image_url=url, acceleration="regular", seed=i)
+                 for i, url in enumerate(["data:one", "bad://two"]))  # fmt: skip
+    rig.start()
+    rig.thread.join(timeout=5)
+    assert isinstance(rig.failure, FatalWorkerError)
+    assert rig.engine.batches == [1], "the batch reached the engine with its one usable job"
+    failed = rig.store.get(bad.id)
+    assert failed.status is JobStatus.FAILED and failed.error.status_code == 422
+    left = rig.store.get(good.id)
+    assert left.status is JobStatus.RUNNING and left.error is None, "no end written: its lease runs out"
     rig.thread = None
 
 

@@ -6,10 +6,7 @@ key gets a 401; a key sees only its own requests (another key's request answers 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
-import time
 from dataclasses import dataclass
 
 from fastapi import Depends, HTTPException, Request
@@ -17,10 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.deps import Services, services
 from fluxserve.core.errors import FluxserveError
-from fluxserve.core.jobs import ApiKey, Job
-
-KEY_PREFIX = "fsk_"
-
+from fluxserve.core.accounts import hash_secret
+from fluxserve.core.jobs import Job
 
 class Unauthorized(FluxserveError):
     pass
@@ -33,17 +28,6 @@ class Caller:
 
     def may_see(self, job: Job | None) -> bool:
         return job is not None and (self.admin or job.key_id == self.key_id)
-
-
-def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def new_key(name: str, admin: bool = False) -> tuple[ApiKey, str]:
-    """A new key record and the credential to hand out once: `<id>:<secret>`."""
-    key_id = KEY_PREFIX + secrets.token_hex(6)
-    secret = secrets.token_urlsafe(24)
-    return ApiKey(key_id, hash_secret(secret), name, admin, time.time()), f"{key_id}:{secret}"
 
 
 def parse_credentials(header: str | None) -> tuple[str, str] | None:

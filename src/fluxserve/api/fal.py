@@ -1,21 +1,18 @@
-"""Jobs as the HTTP layer sees them: submit, wait, and fal's status and result bodies.
-
-Shared by the synchronous route and the queue routes, so both speak exactly the same protocol.
+"""fal's wire protocol in one place: the request id header, status names, the status and result bodies, the
+request URLs, and the request options that arrive as headers (checked at the edge). Pure shapes: no store calls.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
+import math
 from typing import Any
 
-import anyio
+from fastapi import Header
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
-from fluxserve.api.deps import Services
-from fluxserve.core.jobs import GenerationSpec, Job, JobStatus, LogLine, new_job_id
-from fluxserve.store.protocols import Admission
+from fluxserve.core.errors import InputError
+from fluxserve.core.jobs import Job, JobStatus, LogLine
 
 REQUEST_ID_HEADER = "x-fal-request-id"
 
@@ -29,42 +26,6 @@ FAL_STATUS = {
 }
 
 
-async def submit(
-    svc: Services,
-    app_id: str,
-    spec: GenerationSpec,
-    start_timeout_s: float | None = None,
-    webhook_url: str | None = None,
-    key_id: str | None = None,
-    admission: Admission | None = None,
-) -> Job:
-    """Raises queue.base.QueueFull (nothing stored) when the job does not fit under `admission`."""
-    job = Job(id=new_job_id(), app=app_id, spec=spec, webhook_url=webhook_url, key_id=key_id)
-    if start_timeout_s is not None:
-        job.start_deadline = job.created_at + start_timeout_s
-    await run_in_threadpool(svc.store.submit, job, admission)
-    return job
-
-
-async def wait_for_terminal(svc: Services, job_id: str, abandoned: asyncio.Event | None = None) -> Job | None:
-    """Re-read the job whenever the store changes (or every poll_interval_s at worst) until it ends.
-    None once `abandoned` is set: nobody waits for the answer any more (the client hung up)."""
-    while True:
-        job = await run_in_threadpool(svc.store.get, job_id)
-        if job is not None and job.status.terminal:
-            return job
-        if abandoned is not None and abandoned.is_set():
-            return None
-        await svc.changes.wait(svc.queue.poll_interval_s)
-
-
-async def abandon(svc: Services, job_id: str) -> None:
-    """Cancel a job nobody will read: queued, it leaves the queue; running, the worker stops it between steps.
-    Shielded, so it still happens when the request's task is being cancelled (the reason we are here)."""
-    with anyio.CancelScope(shield=True):
-        await run_in_threadpool(svc.store.cancel, job_id)
-
-
 def result_response(job: Job) -> JSONResponse:
     """A finished job as fal answers it: the output, or the stored error status and body."""
     headers = {REQUEST_ID_HEADER: job.id}
@@ -75,12 +36,6 @@ def result_response(job: Job) -> JSONResponse:
     if error.timeout_type:
         headers["x-fal-request-timeout-type"] = error.timeout_type
     return JSONResponse(error.body, status_code=error.status_code, headers=headers)
-
-
-async def forget_if_sync_mode(svc: Services, job: Job) -> None:
-    """sync_mode results are handed out once, never kept (a webhook, if any, still gets its copy)."""
-    if job.spec.sync_mode and job.status is JobStatus.COMPLETED and job.webhook_url is None:
-        await run_in_threadpool(svc.store.drop_output, job.id)
 
 
 def owner_alias(app_id: str) -> str:
@@ -124,10 +79,27 @@ def status_body(
     return body
 
 
-async def read_status(svc: Services, job_id: str, base_url: str, with_logs: bool) -> dict[str, Any] | None:
-    job = await run_in_threadpool(svc.store.get, job_id)
-    if job is None:
+# A positive decimal number of seconds (what start_timeout accepts), so the schema says what is refused.
+SECONDS = r"^\s*(0*[1-9][0-9]*(\.[0-9]*)?|0*\.0*[1-9][0-9]*)\s*$"
+
+
+def start_deadline(
+    # Typed str, default None: the schema says "a string, optional", not "a string or null" (a header has no null).
+    x_fal_request_timeout: str = Header(default=None, pattern=SECONDS),
+    x_fal_request_start_timeout: str = Header(default=None, pattern=SECONDS),
+) -> float | None:
+    """A dependency for every route that creates a job: the newer header wins when both are sent."""
+    return start_timeout(x_fal_request_start_timeout or x_fal_request_timeout)
+
+
+def start_timeout(header: str | None) -> float | None:
+    """X-Fal-Request-Start-Timeout / X-Fal-Request-Timeout: seconds a request may wait before it starts."""
+    if header is None:
         return None
-    position = await run_in_threadpool(svc.store.queue_position, job_id) if job.status is JobStatus.QUEUED else None
-    logs = await run_in_threadpool(svc.store.logs, job_id) if with_logs else None
-    return status_body(job, base_url, position, logs)
+    try:
+        seconds = float(header)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < math.inf:  # also refuses "nan" and "inf"; the value is not echoed back
+        raise InputError("x-fal-request-timeout", "must be a positive number of seconds", location="header")
+    return seconds

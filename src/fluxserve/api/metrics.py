@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fluxserve.core.worker_state import WorkerState
+
 
 def worker_info(report: dict[str, Any]) -> dict[str, Any]:
     """What a worker's report says it runs (whatever its engine adds passes through); a worker that does not
@@ -43,8 +45,8 @@ class StoreCollector:
                                 value=queue["oldest_age_s"])  # fmt: skip
         reports = self.store.worker_reports()
         states = GaugeMetricFamily("fluxserve_workers", "Live workers by state", labels=["state"])
-        for state in ("warming", "ready", "stopping"):
-            states.add_metric([state], sum(1 for r in reports.values() if r["state"] == state))
+        for state in WorkerState:
+            states.add_metric([state.value], sum(1 for r in reports.values() if r["state"] == state.value))
         yield states
         yield from self.worker_families(reports)
 

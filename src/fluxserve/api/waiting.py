@@ -1,4 +1,5 @@
-"""Wake waiting requests (sync runs, status streams) as soon as the store changes, instead of polling on a timer.
+"""Waiting for a job: wake waiting requests (sync runs, status streams) as soon as the store changes, instead of
+polling on a timer.
 
 One thread per API process blocks on the store's change signal (a Unix socket doorbell for SQLite, pub/sub for
 Redis) and wakes every waiter on the event loop; waiters then re-read their job. A missed signal only costs the
@@ -9,8 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import TYPE_CHECKING
 
+from starlette.concurrency import run_in_threadpool
+
+from fluxserve.core.jobs import Job
 from fluxserve.store.protocols import JobStore
+
+if TYPE_CHECKING:
+    from fluxserve.api.deps import Services
 
 
 class ChangeFeed:
@@ -50,3 +58,15 @@ class ChangeFeed:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+
+
+async def wait_for_terminal(svc: Services, job_id: str, abandoned: asyncio.Event | None = None) -> Job | None:
+    """Re-read the job whenever the store changes (or every poll_interval_s at worst) until it ends.
+    None once `abandoned` is set: nobody waits for the answer any more (the client hung up)."""
+    while True:
+        job = await run_in_threadpool(svc.store.get, job_id)
+        if job is not None and job.status.terminal:
+            return job
+        if abandoned is not None and abandoned.is_set():
+            return None
+        await svc.changes.wait(svc.queue.poll_interval_s)

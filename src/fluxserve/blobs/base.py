@@ -6,7 +6,28 @@ that shares the blobs also shares who may write which upload, with no second dat
 
 from __future__ import annotations
 
+import re
+import uuid
 from typing import Protocol
+
+# The key scheme every backend shares: keys are minted here (uuid + extension); anything else is refused, so a
+# key can never escape its root or name a record.
+KEY_PATTERN = re.compile(r"^[0-9a-f]{32}\.[a-z0-9]{1,8}$")
+# Record names: lowercase path segments, none empty or starting with a dot, so a name never leaves its folder.
+RECORD_PATTERN = re.compile(r"^[a-z0-9_-]+(/[a-z0-9_-][a-z0-9_.-]*)+$")
+RECORDS_DIR = ".records"  # a leading dot: never a blob key, so never served
+# Where the API serves local blobs; a local blob's URL is base URL + FILES_ROUTE + key.
+FILES_ROUTE = "/files/"
+
+
+def new_blob_key(extension: str) -> str:
+    return f"{uuid.uuid4().hex}.{extension}"
+
+
+def check_record_name(name: str) -> str:
+    if not RECORD_PATTERN.fullmatch(name) or ".." in name:
+        raise ValueError(f"not a record name: {name!r}")
+    return name
 
 
 class BlobStore(Protocol):

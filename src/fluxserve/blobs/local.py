@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from pathlib import Path
 
 from fluxserve.core.errors import NotFound
+from fluxserve.blobs.base import FILES_ROUTE, KEY_PATTERN, RECORDS_DIR, check_record_name, new_blob_key
 from fluxserve.blobs.content_types import served_type
-
-# Keys are generated here (uuid + extension); anything else is refused so a key can never escape the root.
-KEY_PATTERN = re.compile(r"^[0-9a-f]{32}\.[a-z0-9]{1,8}$")
-# Record names: lowercase path segments, none empty or starting with a dot, so a name never leaves its folder.
-RECORD_PATTERN = re.compile(r"^[a-z0-9_-]+(/[a-z0-9_-][a-z0-9_.-]*)+$")
-RECORDS_DIR = ".records"  # a leading dot: never a blob key, so never served
-FILES_ROUTE = "/files/"
-
-
-def check_record_name(name: str) -> str:
-    if not RECORD_PATTERN.fullmatch(name) or ".." in name:
-        raise ValueError(f"not a record name: {name!r}")
-    return name
 
 
 class LocalBlobStore:
@@ -34,7 +21,7 @@ class LocalBlobStore:
         return cls(root)
 
     def put(self, data: bytes, content_type: str, extension: str) -> str:
-        key = f"{uuid.uuid4().hex}.{extension}"
+        key = new_blob_key(extension)
         self.put_at(key, data)
         return key
 

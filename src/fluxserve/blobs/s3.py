@@ -7,14 +7,13 @@ else is refused, so a caller-supplied key can never address another object in th
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from fluxserve.core.errors import NotFound
 from fluxserve.blobs.content_types import served_type
-from fluxserve.blobs.local import KEY_PATTERN, RECORDS_DIR, check_record_name
+from fluxserve.blobs.base import KEY_PATTERN, RECORDS_DIR, check_record_name, new_blob_key
 
 # SigV4 presigned URLs live at most 7 days; S3 refuses longer ones when they are used, not when signed.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -145,7 +144,7 @@ class S3BlobStore:
         return self.prefix + key
 
     def put(self, data: bytes, content_type: str, extension: str) -> str:
-        key = f"{uuid.uuid4().hex}.{extension}"
+        key = new_blob_key(extension)
         self.write(self.object_key(key), data)
         return key
 

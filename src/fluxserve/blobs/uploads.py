@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from fluxserve.core.settings import StorageSettings
 from fluxserve.blobs.base import BlobStore
-from fluxserve.blobs.local import KEY_PATTERN
+from fluxserve.blobs.base import KEY_PATTERN
 
 ANONYMOUS = "anonymous"  # the owner of every upload while auth is off
 PREFIX = "uploads/"

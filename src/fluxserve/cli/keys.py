@@ -1,4 +1,5 @@
-"""`fluxserve keys` and `fluxserve usage`: operator commands working on the job store directly."""
+"""`fluxserve keys` and `fluxserve usage`: operator commands working on the job store directly (their flags:
+only where the store is, cli/flags.py add_store_flags)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import argparse
 import time
 from typing import Any
 
-from fluxserve.api.auth import new_key
+from fluxserve.core.accounts import new_key
+from fluxserve.processes.exit_codes import ExitCode
 
 
 def run_keys(store: Any, args: argparse.Namespace) -> int:
@@ -15,18 +17,18 @@ def run_keys(store: Any, args: argparse.Namespace) -> int:
         store.create_key(key)
         print(f"created {key.key_id}{' (admin)' if key.admin else ''}. The credential is shown once:")
         print(f"  export FAL_KEY={credential}")
-        return 0
+        return ExitCode.OK
     if args.action == "revoke":
         if not args.key_id or not store.revoke_key(args.key_id):
             print(f"no key {args.key_id!r}")
-            return 1
+            return ExitCode.REFUSED
         print(f"revoked {args.key_id}")
-        return 0
+        return ExitCode.OK
     for key in store.list_keys():
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(key.created_at))
         flags = ", ".join(f for f, on in (("admin", key.admin), ("revoked", key.revoked)) if on)
         print(f"{key.key_id}  {created}  {key.name or '-'}  {flags}")
-    return 0
+    return ExitCode.OK
 
 
 def run_usage(store: Any, key_id: str | None) -> int:
@@ -36,4 +38,4 @@ def run_usage(store: Any, key_id: str | None) -> int:
         print(f"{r['day']:<11} {r['key_id'] or '(no key)':<17} {r['app']:<27} {r.get('requests', 0):>8} "
               f"{r.get('images', 0):>7} {r.get('megapixels', 0):>10}")  # fmt: skip
     print(f"total megapixels: {sum(r.get('megapixels', 0) for r in rows)}")
-    return 0
+    return ExitCode.OK

@@ -1,249 +1,29 @@
-"""The command line: the edge where flags and FLUXSERVE_* variables become typed Settings, once.
+"""The command line: parse the flags, build Settings once, run the command; the exit codes it returns are
+processes/exit_codes.py's.
 
 serve   the API and N workers as separate processes under one supervisor (the default deployment)
 api     only the HTTP API (+ upkeep and webhook delivery)
 worker  only a worker: loads the model, claims jobs from the store
+keys, usage, generate, make-tiny-model: operator and client commands
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
-import signal
-import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fluxserve.core.settings import (
-    DEFAULT_MAX_PIXELS,
-    TINY_MODEL_SUBDIR,
-    AccelSettings,
-    ApiSettings,
-    EngineSettings,
-    QueueSettings,
-    Settings,
-    StorageSettings,
-    UrlSettings,
-    WarmupSettings,
-    WebhookSettings,
-)
+from fluxserve.cli.flags import Flags, add_server_flags, add_store_flags, db_path, settings_from_args
 from fluxserve.core.errors import ModelLoadError
-from fluxserve.processes.gpus import (
-    Gpu,
-    GpuPlanError,
-    gpu_list,
-    pin_this_process,
-    plan_workers,
-    visible_gpus,
-    worker_count,
-)
-from fluxserve.processes.supervisor import CONFIG_ERROR
+from fluxserve.core.settings import QueueSettings, Settings
+from fluxserve.processes.exit_codes import ExitCode
 
-log = logging.getLogger("fluxserve")
-FATAL_WORKER_EXIT = 3
-
-
-class Flags:
-    """Adds flags whose defaults come from FLUXSERVE_<NAME> variables (read here, at the edge, only)."""
-
-    def __init__(self, parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
-        self.parser, self.env = parser, env
-
-    def add(self, flag: str, type_: Any = str, default: Any = None, **kwargs: Any) -> None:
-        variable = "FLUXSERVE_" + flag.lstrip("-").replace("-", "_").upper()
-        raw = self.env.get(variable)
-        value = type_(raw) if raw is not None else default
-        self.parser.add_argument(flag, type=type_, default=value, help=kwargs.pop("help", None), **kwargs)
-
-
-def positive_int(text: str) -> int:
-    """A count that must be at least one (0 would silently mean "never")."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
-
-
-def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
-    f = Flags(parser, env)
-    add_api_flags(f)
-    add_model_flags(f)
-    add_scale_out_flags(f)
-    add_speed_flags(f)
-    add_queue_flags(f)
-    add_upload_flags(f)
-    add_connection_flags(f)
-    add_input_limit_flags(f)
-    add_webhook_flags(f)
-    add_url_flags(parser, f, env)
-
-
-def add_api_flags(f: Flags) -> None:
-    f.add("--host", default="127.0.0.1")
-    f.add("--port", int, 8000)
-    f.add("--tls-port", int, 8443, help="HTTPS port for fal_client (0 turns HTTPS off)")
-    f.add("--tls-cert", Path)
-    f.add("--tls-key", Path)
-    f.add("--data-dir", Path, Path("data"))
-    f.add("--public-url", help="absolute base URL for image and queue URLs "
-          "(default: the URL each request came in on)")  # fmt: skip
-    f.add("--max-pixels", int, DEFAULT_MAX_PIXELS, help="largest width*height per image; larger requests get a 422")
-    f.add("--auth", default="auto", choices=["auto", "on", "off"],
-          help="require API keys (auto: off on a loopback bind, on for any other)")  # fmt: skip
-
-
-def add_model_flags(f: Flags) -> None:
-    f.add("--model", Path, help="diffusers folder in the FLUX.1-schnell layout "
-          "(default: <data-dir>/models/flux-schnell-tiny)")  # fmt: skip
-    f.add("--model-base", Path, help="with --model FILE.safetensors: the diffusers folder for the other components")
-    f.add("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    f.add("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
-    f.add("--redux-model", Path, help="FluxPriorReduxPipeline folder (the FLUX.1-Redux-dev layout) for Redux")
-    f.add("--safety-checker", help="folder of a StableDiffusionSafetyChecker (default: next to the model); "
-          "'none' disables it")  # fmt: skip
-
-
-def add_scale_out_flags(f: Flags) -> None:
-    f.add("--workers", worker_count, "auto",
-          help="worker processes `serve` starts, each on its own GPU: auto = one per visible GPU "
-          "(CUDA_VISIBLE_DEVICES, else nvidia-smi) or one without a GPU; N = the first N GPUs "
-          "(more workers than GPUs only on the CPU)")  # fmt: skip
-    f.add("--gpus", gpu_list, help="`serve`: one worker on each of these GPUs, e.g. 0,2,3 (nvidia-smi "
-          "indices or UUIDs), for a node shared with other work (default: every visible GPU)")  # fmt: skip
-    f.add("--gpu", help="the GPU this worker runs on: it sees only that one (serve sets it for each worker)")
-    f.add("--worker-id", help="this worker's name in leases and logs (default: host-gpuN with --gpu, "
-          "else host-pid)")  # fmt: skip
-    f.add("--store", help="redis://HOST:PORT/DB: a job store shared by many API nodes and workers "
-          "(default: SQLite in <data-dir>)")  # fmt: skip
-    f.add("--blobs", help="s3://BUCKET/PREFIX: images and uploads in an S3-compatible bucket shared by all nodes "
-          "(default: <data-dir>/files)")  # fmt: skip
-    f.add("--s3-endpoint", help="S3 endpoint URL for MinIO, R2 or another non-AWS service")
-    f.add("--s3-region")
-    f.add("--s3-public-url", help="public base URL of the bucket (or its CDN); without it image URLs are presigned")
-    f.add("--s3-presign-seconds", int, 7 * 24 * 3600)
-
-
-def add_speed_flags(f: Flags) -> None:
-    f.add("--batch-size", int, 4, help="compatible jobs a worker runs in one pipeline call (acceleration != none)")
-    f.add("--batch-window-ms", float, 10.0, help="how long a worker waits to fill a batch")
-    f.add("--text-cache", int, 64, help="text embeddings kept for repeated prompts")
-    from fluxserve.engine.attention import BACKENDS  # imports nothing heavy
-
-    accel = AccelSettings()
-    f.add("--compile", default=accel.compile, choices=["auto", "on", "off"],
-          help="regional torch.compile for regular/high (auto: on CUDA)")  # fmt: skip
-    f.add("--compile-mode", default=accel.compile_mode,
-          help="torch.compile mode (default, max-autotune-no-cudagraphs, ...)")  # fmt: skip
-    f.add("--fp8", default=accel.fp8, choices=["auto", "on", "off"], help="fp8 transformer for high (auto: CUDA 8.9+)")
-    f.add("--fp8-granularity", default=accel.fp8_granularity, choices=["row", "tensor"],
-          help="fp8 activation scales per token row (batch-invariant) or per tensor")  # fmt: skip
-    f.add("--attention", default=accel.attention, choices=["auto", "default", *BACKENDS],
-          help="SDPA backend for regular/high (auto: the faster of cudnn and flash, measured at load on CUDA)")
-    f.add("--cuda-graphs", default=accel.cuda_graphs, choices=["auto", "off"],
-          help="replay the transformer as one CUDA graph per shape at regular/high, where bit-identical")
-    f.add("--disable-accel", help="comma-separated optimisations to switch off "
-          "(fused_qkv,channels_last_vae,attention,fp8,compile,cuda_graphs)")  # fmt: skip
-    f.add("--warmup", default="presets", choices=["presets", "off"],
-          help="run the six size presets once at start, so no request pays a first-call compile")  # fmt: skip
-    f.add("--warmup-levels", default="auto",
-          help="comma-separated acceleration levels to warm up (auto: those that compile here: regular,high on CUDA)")
-    f.add("--warmup-batches", default="1", help="comma-separated batch sizes to warm up")
-    f.add("--memory", default="normal", choices=["normal", "low"],
-          help="low: fp8 transformer and model offload, so 1024x1024 fits a 24 GB GPU (CUDA only)")  # fmt: skip
-
-
-def add_queue_flags(f: Flags) -> None:
-    # QueueSettings cannot be built without a db_path, so its defaults are read from the dataclass.
-    queue = {field.name: field.default for field in dataclasses.fields(QueueSettings)}
-    f.add("--max-running-per-key", int, 0, help="jobs one API key may have running at once (0: unlimited)")
-    f.add("--lease-seconds", float, 30.0, help="a job whose worker stops renewing its lease this long is requeued")
-    f.add("--max-attempts", int, 3, help="times a job is started before a dying worker makes it fail")
-    f.add("--max-queue-length", int, queue["max_queue_length"], help="queued requests beyond this get a 429")
-    f.add("--max-queued-per-key", int, queue["max_queued_per_key"],
-          help="one API key's share of the queue: its queued requests beyond this get a 429 (0: no share)")
-    f.add("--retention-hours", float, 7 * 24.0, help="how long results and their files are kept")
-    f.add("--webhook-attempts", int, 10, help="tries per webhook (fal: 10 over about 2 hours)")
-    f.add("--webhook-first-delay", float, 15.0, help="seconds before the first retry; doubles each time")
-
-
-def add_upload_flags(f: Flags) -> None:
-    # StorageSettings cannot be built without a root, so its defaults are read from the dataclass.
-    storage = {field.name: field.default for field in dataclasses.fields(StorageSettings)}
-    f.add("--upload-url-minutes", float, storage["upload_url_ttl_s"] / 60,
-          help="how long an upload URL from /storage/upload/initiate stays good for its one PUT")  # fmt: skip
-    f.add("--upload-quota", int, storage["upload_quota"],
-          help="uploads one API key may hold at once, stored or URLs pending (0: no quota)")  # fmt: skip
-    f.add("--upload-retention-hours", float, storage["upload_retention_s"] / 3600,
-          help="how long uploaded files are kept")  # fmt: skip
-
-
-def add_connection_flags(f: Flags) -> None:
-    api = ApiSettings()
-    f.add("--header-timeout", float, api.header_timeout_s,
-          help="seconds a request's headers (and the TLS handshake) may take to arrive; then a 408 and close")
-    f.add("--idle-timeout", float, api.idle_timeout_s,
-          help="seconds a connection may sit silent between requests or mid-body before it is closed")
-    f.add("--max-connections", int, api.max_connections,
-          help="open connections per API process (status streams count); new ones beyond it get a 503")
-    f.add("--submit-rate", float, api.submit_rate,
-          help="submits per second per API key, per API process (token bucket; 0: unlimited); beyond: 429")
-    f.add("--submit-burst", int, api.submit_burst, help="submits a key may make at once under --submit-rate")
-
-
-def connection_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The ApiSettings fields of add_connection_flags."""
-    return dict(header_timeout_s=args.header_timeout, idle_timeout_s=args.idle_timeout,
-                max_connections=args.max_connections, submit_rate=args.submit_rate,
-                submit_burst=args.submit_burst)  # fmt: skip
-
-
-def add_input_limit_flags(f: Flags) -> None:
-    api = ApiSettings()
-    f.add("--max-body-bytes", int, api.max_body_bytes,
-          help="largest JSON request body (image_url endpoints add room for a data: URI); larger: 413")
-    f.add("--max-prompt-length", int, api.max_prompt_length,
-          help="longest prompt in characters; longer: 422 (the model reads 77 CLIP and 256 T5 tokens)")
-    f.add("--max-json-depth", int, api.max_json_depth, help="deepest nesting of a JSON body; deeper: 422")
-    f.add("--max-json-items", int, api.max_json_items,
-          help="values (array items and object members) in a JSON body; more: 422")  # fmt: skip
-
-
-def input_limit_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The ApiSettings fields of add_input_limit_flags."""
-    return dict(max_body_bytes=args.max_body_bytes, max_prompt_length=args.max_prompt_length,
-                max_json_depth=args.max_json_depth, max_json_items=args.max_json_items)  # fmt: skip
-
-
-def add_webhook_flags(f: Flags) -> None:
-    hooks = WebhookSettings()
-    f.add("--webhook-concurrency", int, hooks.concurrency,
-          help="webhooks one API process sends at once; a slow receiver holds only its own")  # fmt: skip
-
-
-def webhook_settings(args: argparse.Namespace) -> WebhookSettings:
-    return WebhookSettings(max_attempts=args.webhook_attempts, first_delay_s=args.webhook_first_delay,
-                           concurrency=args.webhook_concurrency)  # fmt: skip
-
-
-def add_url_flags(parser: argparse.ArgumentParser, f: Flags, env: Mapping[str, str]) -> None:
-    parser.add_argument(
-        "--allow-private-urls", action="store_true",
-        default=env.get("FLUXSERVE_ALLOW_PRIVATE_URLS", "").lower() in ("1", "true", "yes"),
-        help="let webhooks and image URLs reach loopback and private networks",
-    )  # fmt: skip
-    f.add("--allow-network", action="append", help="a CIDR webhooks and image URLs may reach (repeatable)")
-    f.add("--fetch-max-bytes", int, 20 * 1024 * 1024, help="largest image_url download and upload, in bytes")
-    f.add("--fetch-timeout", float, 10.0, help="seconds an image_url download may take in all")
-    f.add("--fetch-max-redirects", int, 5, help="redirects an image_url download may follow")
-    f.add("--fetch-concurrency", positive_int, UrlSettings().fetch_concurrency,
-          help="image_url downloads a worker runs at once, off the GPU; it claims no more jobs while this "
-          "many are pending")  # fmt: skip
-
+__all__ = ["build_parser", "main", "settings_from_args"]
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fluxserve", description="FLUX.1 [schnell] with fal.ai's API")
@@ -259,7 +39,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add_generate_parser(sub)
     for name, help_ in (("keys", "create, list or revoke API keys"), ("usage", "print usage per key and day")):
         p = sub.add_parser(name, help=help_)
-        add_server_flags(p, env)
+        add_store_flags(Flags(p, env))  # they work on the store alone; no server flag means anything here
         if name == "keys":
             p.add_argument("action", choices=["create", "list", "revoke"])
             p.add_argument("key_id", nargs="?", help="the key to revoke")
@@ -271,80 +51,6 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--redux", type=Path, help="also build a tiny Redux prior (FLUX.1-Redux-dev layout) here")
     return parser
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    data_dir: Path = args.data_dir
-    safety = args.safety_checker
-    return Settings(
-        data_dir=data_dir,
-        api=ApiSettings(
-            host=args.host, port=args.port, tls_port=args.tls_port or None, tls_cert=args.tls_cert,
-            tls_key=args.tls_key, public_url=args.public_url, max_pixels=args.max_pixels,
-            redux_enabled=args.redux_model is not None, max_upload_bytes=args.fetch_max_bytes,
-            auth=auth_required(args), **connection_settings(args), **input_limit_settings(args),
-        ),  # fmt: skip
-        queue=QueueSettings(
-            db_path=data_dir / "jobs.sqlite3", store_url=args.store, lease_s=args.lease_seconds, max_attempts=args.max_attempts,
-            max_queue_length=args.max_queue_length, max_queued_per_key=args.max_queued_per_key,
-            retention_s=args.retention_hours * 3600,
-            max_batch=args.batch_size, batch_window_s=args.batch_window_ms / 1000,
-            max_running_per_key=args.max_running_per_key,
-        ),  # fmt: skip
-        storage=StorageSettings(
-            root=data_dir / "files", s3_url=args.blobs, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
-            s3_public_url=args.s3_public_url, s3_presign_seconds=args.s3_presign_seconds,
-            upload_url_ttl_s=args.upload_url_minutes * 60, upload_quota=args.upload_quota,
-            upload_retention_s=args.upload_retention_hours * 3600,
-        ),  # fmt: skip
-        engine=EngineSettings(
-            model_path=args.model or data_dir / TINY_MODEL_SUBDIR,
-            model_base=args.model_base,
-            device=args.device,
-            dtype=args.dtype,
-            safety_checker_path=Path(safety) if safety and safety != "none" else None,
-            safety_disabled=safety == "none",
-            redux_model_path=args.redux_model,
-            text_cache_size=args.text_cache,
-            warmup=warmup_settings(args),
-            memory=args.memory,
-            accel=accel_settings(args),
-        ),
-        webhooks=webhook_settings(args),
-        urls=UrlSettings(
-            allow_private=args.allow_private_urls, allowed_networks=tuple(args.allow_network or ()),
-            max_bytes=args.fetch_max_bytes, total_timeout_s=args.fetch_timeout, max_redirects=args.fetch_max_redirects,
-            fetch_concurrency=args.fetch_concurrency,
-        ),  # fmt: skip
-        worker_id=args.worker_id
-        or f"{socket.gethostname()}-{Gpu(args.gpu).label if args.gpu else os.getpid()}",
-        gpu=args.gpu,
-        gpus=args.gpus or (),
-    )
-
-
-def auth_required(args: argparse.Namespace) -> bool:
-    """auto: a server only loopback can reach needs no keys; one bound to any other address does."""
-    if args.auth != "auto":
-        return args.auth == "on"
-    return args.host not in ("127.0.0.1", "localhost", "::1")
-
-
-def warmup_settings(args: argparse.Namespace) -> WarmupSettings:
-    from fluxserve.core.sizing import PRESETS
-
-    if args.warmup == "off":
-        return WarmupSettings()
-    levels = None if args.warmup_levels == "auto" else tuple(v.strip() for v in args.warmup_levels.split(",") if v.strip())
-    batches = tuple(int(v) for v in args.warmup_batches.split(",") if v.strip())
-    return WarmupSettings(sizes=tuple(PRESETS.values()), levels=levels, batches=batches)
-
-
-def accel_settings(args: argparse.Namespace) -> AccelSettings:
-    names = {n.strip() for n in (args.disable_accel or "").split(",") if n.strip()}
-    return AccelSettings(disabled=frozenset(names), compile=args.compile, fp8=args.fp8, cuda_graphs=args.cuda_graphs,
-                         compile_mode=args.compile_mode, fp8_granularity=args.fp8_granularity,
-                         attention=args.attention)  # fmt: skip
 
 
 def banner(server: Any, settings: Settings) -> str:
@@ -371,20 +77,6 @@ def banner(server: Any, settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def check_model(settings: Settings) -> None:
-    """The model folder and safety checker, checked before any process starts (no torch import)."""
-    from fluxserve.engine.loading import require_model
-    from fluxserve.engine.safety import require_safety_checker
-
-    root = require_model(settings.engine)
-    if settings.engine.redux_model_path:
-        from fluxserve.engine.redux import require_redux_dir
-
-        require_redux_dir(settings.engine.redux_model_path)
-    if not settings.engine.safety_disabled:
-        require_safety_checker(settings.engine.safety_checker_path or root)
-
-
 def run_api(settings: Settings) -> int:
     from fluxserve.processes.api_process import ApiServer, serve_until_signalled
 
@@ -392,63 +84,10 @@ def run_api(settings: Settings) -> int:
         server = ApiServer(settings)
     except OSError as exc:
         print(f"fluxserve: cannot start the API: {exc}", file=sys.stderr)
-        return CONFIG_ERROR
+        return ExitCode.CONFIG_ERROR
     print(banner(server, settings), flush=True)
     asyncio.run(serve_until_signalled(server))
-    return 0
-
-
-def run_worker(settings: Settings) -> int:
-    from fluxserve.engine.pipeline import FluxEngine
-    from fluxserve.worker.loop import FatalWorkerError, Worker, WorkerConfig
-    from fluxserve.processes.api_process import image_fetcher, open_blobs, open_store
-
-    # Compiled kernels are cached beside the data, so a restarted worker reuses them instead of compiling again.
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((settings.data_dir / "compile-cache").resolve()))
-    if settings.gpu is not None:
-        pin_this_process(os.environ, settings.gpu)  # `cuda` is then this GPU alone
-    engine = FluxEngine.load(settings.engine)
-    config = WorkerConfig.from_settings(settings)
-    blobs = open_blobs(settings)
-    worker = Worker(open_store(settings), blobs, engine, config, images=image_fetcher(settings, blobs))
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: worker.stop())  # finish the job in flight, then exit
-    try:
-        worker.run_forever(settings.engine.warmup)
-    except FatalWorkerError as exc:
-        print(f"fluxserve worker {settings.worker_id}: device is suspect, exiting: {exc}", file=sys.stderr)
-        return FATAL_WORKER_EXIT
-    return 0
-
-
-def run_supervised(settings: Settings, argv: list[str], workers: str | int) -> int:
-    from fluxserve.processes.supervisor import Child, Supervisor, worker_children
-
-    check_model(settings)
-    found = [] if settings.engine.device == "cpu" else visible_gpus(os.environ)
-    try:
-        slots = plan_workers(workers, settings.gpus, found, settings.engine.device)
-    except GpuPlanError as exc:
-        print(f"fluxserve: cannot start: {exc}", file=sys.stderr)
-        return CONFIG_ERROR
-    base = [sys.executable, "-m", "fluxserve"]
-    flags = argv[argv.index("serve") + 1 :]
-    children = [Child("api", [*base, "api", *flags])]
-    children += worker_children([*base, "worker", *flags], socket.gethostname(), slots, os.environ)
-    return Supervisor(children).run()
-
-
-def make_tiny_model(target: Path, redux: Path | None) -> int:
-    from fluxserve.engine.loading import quiet_libraries
-    from fluxserve.engine.tiny import build_tiny_flux, build_tiny_redux
-
-    quiet_libraries()
-    build_tiny_flux(target)
-    print(f"tiny FLUX.1 [schnell] model written to {target}")
-    if redux:
-        build_tiny_redux(redux)
-        print(f"tiny Redux prior written to {redux}")
-    return 0
+    return ExitCode.OK
 
 
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -457,6 +96,8 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     args = build_parser(env).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "make-tiny-model":
+        from fluxserve.processes.tiny_model import make_tiny_model
+
         return make_tiny_model(args.dir, args.redux)
     if args.command == "generate":
         from fluxserve.cli.generate import run_generate
@@ -464,17 +105,21 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         return run_generate(args)
     if args.command in ("keys", "usage"):
         from fluxserve.cli.keys import run_keys, run_usage
-        from fluxserve.processes.api_process import open_store
+        from fluxserve.store.open import open_store
 
-        store = open_store(settings_from_args(args))
+        store = open_store(QueueSettings(db_path=db_path(args.data_dir), store_url=args.store))
         return run_keys(store, args) if args.command == "keys" else run_usage(store, args.usage_key)
     settings = settings_from_args(args)
     try:
         if args.command == "api":
             return run_api(settings)
         if args.command == "worker":
+            from fluxserve.processes.worker_process import run_worker
+
             return run_worker(settings)
-        return run_supervised(settings, argv, args.workers)
+        from fluxserve.processes.supervisor import serve
+
+        return serve(settings, argv[argv.index("serve") + 1 :], args.workers)
     except ModelLoadError as exc:
         print(f"fluxserve: cannot start: {exc}", file=sys.stderr)
-        return CONFIG_ERROR
+        return ExitCode.CONFIG_ERROR

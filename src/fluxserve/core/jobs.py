@@ -8,7 +8,6 @@ stores apply them with conditional updates so two writers can never both win.
 from __future__ import annotations
 
 import enum
-import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -177,30 +176,13 @@ class Job:
         return self.error
 
 
-@dataclass(frozen=True)
-class ApiKey:
-    key_id: str
-    secret_sha256: str  # only the hash is stored
-    name: str
-    admin: bool
-    created_at: float
-    revoked: bool = False
+class DeliveryState(str, enum.Enum):
+    """Where a job's webhook delivery stands: sent again at its next time while pending; delivered and failed
+    (given up after the retry policy's last attempt) are final."""
 
-
-def usage_day(timestamp: float) -> str:
-    """Usage is accounted per UTC day."""
-    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
-
-
-def image_megapixels(width: int, height: int) -> int:
-    """The seed's billing unit for one image: its megapixels, rounded up."""
-    return math.ceil(width * height / 1_000_000)
-
-
-def megapixels(output: dict[str, Any]) -> int:
-    """A result's billed megapixels: each of its images' own, summed."""
-    images = [img for img in output.get("images", []) if isinstance(img, dict) and "width" in img]
-    return sum(image_megapixels(img["width"], img["height"]) for img in images)
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)

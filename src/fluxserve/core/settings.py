@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import ipaddress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,33 +83,100 @@ class QueueSettings:
     batch_window_s: float = 0.01
 
 
+# The schemes an untrusted URL may use, with the port each implies.
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 @dataclass(frozen=True)
-class WebhookSettings:
-    # fal's default: 10 tries over about two hours.
+class UrlPolicy:
+    """What an untrusted URL (webhook target, image_url) may reach, and how much time and data a fetch may take.
+    net/safe_http.py enforces it where the connection is opened; the CLI flags take their defaults from here."""
+
+    allow_private: bool = False  # operator switch: loopback/private/CGNAT targets (e.g. an in-cluster hook)
+    allowed_networks: tuple[str, ...] = ()  # extra CIDRs allowed whatever their class, e.g. "127.0.0.1/32"
+    schemes: tuple[str, ...] = ("http", "https")
+    max_bytes: int = 20 * 2**20
+    connect_timeout_s: float = 5
+    read_timeout_s: float = 15
+    # The whole of one image_url download, redirects included (README and docs/security.md promise 10 s and 5).
+    total_timeout_s: float = 10
+    max_redirects: int = 5
+
+    def __post_init__(self) -> None:
+        # Fail when the policy is built (at startup), not on the first webhook hours later.
+        unsupported = set(self.schemes) - set(DEFAULT_PORTS)
+        if unsupported:
+            raise ValueError(f"unsupported schemes {sorted(unsupported)}; only http and https can be fetched")
+        if self.max_bytes <= 0 or self.max_redirects < 0:
+            raise ValueError("max_bytes must be positive and max_redirects not negative")
+        if min(self.connect_timeout_s, self.read_timeout_s, self.total_timeout_s) <= 0:
+            raise ValueError("timeouts must be positive")
+        self.networks()
+
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """allowed_networks parsed; a bad CIDR raises ValueError."""
+        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in self.allowed_networks)
+
+    def allows_network(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """True if ip (or the IPv4 address an IPv4-mapped IPv6 address stands for) is in allowed_networks."""
+        candidates = [ip]
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            candidates.append(ip.ipv4_mapped)
+        return any(c in net for c in candidates for net in self.networks() if c.version == net.version)
+
+
+def is_retryable(status_code: int | None) -> bool:
+    """Whether a delivery that ended this way may succeed later. None (no answer: connection error or
+    timeout), 429 and 5xx may; 2xx succeeded, and other 3xx/4xx answers will not change."""
+    return status_code is None or status_code == 429 or 500 <= status_code <= 599
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """fal retries a failed webhook "10 times in the span of 2 hours". With these defaults the delays are
+    15 s, 30 s, ... 1920 s, then 3600 s: 9 delays totalling 7425 s (about 2 h 4 min)."""
+
     max_attempts: int = 10
     first_delay_s: float = 15.0
     factor: float = 2.0
     max_delay_s: float = 3600.0
-    timeout_s: float = 15.0
-    poll_interval_s: float = 0.5
-    # Deliveries one API process sends at once; a slow receiver holds one of them, never the others' webhooks.
-    concurrency: int = 16
+    timeout_s: float = 15.0  # the whole of one attempt: connect, send, and read the answer
+
+    # Also reachable as RetryPolicy.is_retryable, next to the schedule it goes with.
+    is_retryable = staticmethod(is_retryable)
+
+    def delay_after(self, attempt: int) -> float:
+        """Seconds to wait after attempt number `attempt` (1-based) failed, before the next one."""
+        if attempt < 1:
+            raise ValueError("attempt numbers start at 1")
+        exponent = min(attempt - 1, 64)  # far past any cap; keeps the float from overflowing
+        return min(self.max_delay_s, self.first_delay_s * self.factor**exponent)
+
+    def schedule(self) -> tuple[float, ...]:
+        """The delays between max_attempts attempts."""
+        return tuple(self.delay_after(n) for n in range(1, self.max_attempts))
+
+    def should_retry(self, attempt: Any) -> bool:
+        """attempt: a net.webhooks.Attempt (its number and whether it was final)."""
+        return not attempt.final and attempt.number < self.max_attempts
+
+    def client_policy(self, base: UrlPolicy) -> UrlPolicy:
+        """base with its time limits cut to timeout_s, for the SafeClient that delivers webhooks."""
+        return replace(
+            base,
+            total_timeout_s=min(base.total_timeout_s, self.timeout_s),
+            read_timeout_s=min(base.read_timeout_s, self.timeout_s),
+            connect_timeout_s=min(base.connect_timeout_s, self.timeout_s),
+        )
 
 
 @dataclass(frozen=True)
-class UrlSettings:
-    """Which addresses untrusted URLs (webhooks, image_url) may reach."""
-
-    # Loopback and private networks are refused unless the operator allows them.
-    allow_private: bool = False
-    allowed_networks: tuple[str, ...] = ()
-    # Limits on fetching an image_url.
-    max_bytes: int = 20 * 1024 * 1024
-    total_timeout_s: float = 10.0
-    max_redirects: int = 5
-    # image_url fetches one worker runs at once on its fetch threads, so a slow one holds up only its own job
-    # while the GPU runs others; while this many are pending the worker claims nothing more.
-    fetch_concurrency: int = 4
+class WebhookSettings:
+    # fal's default: 10 tries over about two hours.
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    poll_interval_s: float = 0.5
+    # Deliveries one API process sends at once; a slow receiver holds one of them, never the others' webhooks.
+    concurrency: int = 16
 
 
 @dataclass(frozen=True)
@@ -127,6 +195,10 @@ class StorageSettings:
     upload_quota: int = 100
     # Uploaded files are removed this long after they were uploaded (outputs follow QueueSettings.retention_s).
     upload_retention_s: float = DAY_S
+
+
+# The SDPA backends --attention may name (engine/attention.py maps each to its diffusers backend).
+ATTENTION_BACKENDS = ("cudnn", "flash", "efficient", "math")
 
 
 @dataclass(frozen=True)
@@ -192,10 +264,13 @@ class Settings:
     storage: StorageSettings
     engine: EngineSettings
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
-    urls: UrlSettings = field(default_factory=UrlSettings)
+    urls: UrlPolicy = field(default_factory=UrlPolicy)
     worker_id: str = "worker-0"
     # The GPU this worker runs on (an index as nvidia-smi numbers it, or a UUID); None: not pinned to one.
     gpu: str | None = None
+    # image_url fetches one worker runs at once on its fetch threads, so a slow one holds up only its own job
+    # while the GPU runs others; while this many are pending the worker claims nothing more.
+    fetch_concurrency: int = 4
     # `serve`: the GPUs to start one worker on each; empty: every visible GPU.
     gpus: tuple[str, ...] = ()
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fluxserve.engine.loading import Placement
+from fluxserve.engine.placement import Placement
 from fluxserve.core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -223,3 +223,16 @@ class SafetyChecker:
         flags = [bool(f) for f in flags]
         checked = [Image.new("RGB", img.size) if flagged else img for img, flagged in zip(images, flags)]
         return checked, flags
+
+
+def check_safety(checker: SafetyChecker, pixels: Any, checked: list[bool]) -> list[bool]:
+    """One checker call over the images whose jobs asked for it; flagged images are blacked out in place, on
+    the device, before anything reaches the host. A flag per image, False for those not checked."""
+    rows = [i for i, wanted in enumerate(checked) if wanted]
+    subset = pixels if len(rows) == len(checked) else pixels[rows]
+    flags = [False] * len(checked)
+    for row, flagged in zip(rows, checker.has_nsfw_concepts(subset)):
+        flags[row] = flagged
+    if any(flags):
+        pixels[flags] = 0
+    return flags

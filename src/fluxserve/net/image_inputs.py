@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from fluxserve.core.errors import FluxserveError, NotFound
-from fluxserve.blobs.local import FILES_ROUTE
+from fluxserve.blobs.base import FILES_ROUTE
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
 # The largest image accepted as input; Redux looks at it through a 384x384 SigLIP anyway.

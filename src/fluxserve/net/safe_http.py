@@ -1,4 +1,4 @@
-"""Fetching untrusted URLs (webhook targets now, user image URLs later) with limits on size, time and
+"""Fetching untrusted URLs (webhook targets and clients' image URLs) with limits on size, time and
 redirects, and never into the operator's own network unless the operator allows it.
 
 Why the address check lives in the network backend and not in front of the request: a URL can name a host
@@ -29,13 +29,14 @@ from typing import Any
 import httpcore
 
 from fluxserve.core.errors import FluxserveError
+# The policy is plain configuration (core/settings.py: the CLI's defaults are its defaults); enforced here.
+from fluxserve.core.settings import DEFAULT_PORTS, UrlPolicy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # host, port -> the IP addresses (as strings) the host resolves to. Injected in tests so no DNS is used.
 Resolver = Callable[[str, int], list[str]]
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "fluxserve"
 # Headers that must not follow a redirect to another origin (they were meant for the first one).
@@ -93,42 +94,6 @@ class UnsafeUrl(FetchError):
         self.address = address
         self.reason = reason
         self.host = host
-
-
-@dataclass(frozen=True)
-class UrlPolicy:
-    """What an untrusted URL may reach, and how much time and data a fetch may take."""
-
-    allow_private: bool = False  # operator switch: loopback/private/CGNAT targets (e.g. an in-cluster hook)
-    allowed_networks: tuple[str, ...] = ()  # extra CIDRs allowed whatever their class, e.g. "127.0.0.1/32"
-    schemes: tuple[str, ...] = ("http", "https")
-    max_bytes: int = 20 * 2**20
-    connect_timeout_s: float = 5
-    read_timeout_s: float = 15
-    total_timeout_s: float = 30
-    max_redirects: int = 3
-
-    def __post_init__(self) -> None:
-        # Fail when the policy is built (at startup), not on the first webhook hours later.
-        unsupported = set(self.schemes) - set(DEFAULT_PORTS)
-        if unsupported:
-            raise ValueError(f"unsupported schemes {sorted(unsupported)}; only http and https can be fetched")
-        if self.max_bytes <= 0 or self.max_redirects < 0:
-            raise ValueError("max_bytes must be positive and max_redirects not negative")
-        if min(self.connect_timeout_s, self.read_timeout_s, self.total_timeout_s) <= 0:
-            raise ValueError("timeouts must be positive")
-        self.networks()
-
-    def networks(self) -> tuple[IPNetwork, ...]:
-        """allowed_networks parsed; a bad CIDR raises ValueError."""
-        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in self.allowed_networks)
-
-    def allows_network(self, ip: IPAddress) -> bool:
-        """True if ip (or the IPv4 address an IPv4-mapped IPv6 address stands for) is in allowed_networks."""
-        candidates = [ip]
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            candidates.append(ip.ipv4_mapped)
-        return any(c in net for c in candidates for net in self.networks() if c.version == net.version)
 
 
 @dataclass(frozen=True)

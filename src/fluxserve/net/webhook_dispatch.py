@@ -17,15 +17,16 @@ import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from fluxserve.processes.periodic import Periodic
-from fluxserve.core.jobs import Job, JobStatus, LogLine, WebhookDelivery
+from fluxserve.core.periodic import Periodic
+from fluxserve.core.jobs import DeliveryState, Job, JobStatus, LogLine, WebhookDelivery
 from fluxserve.store.protocols import JobStore
 from fluxserve.core.settings import WebhookSettings
 from fluxserve.net.webhooks import Attempt, RetryPolicy, WebhookSigner, WebhookTargets, deliver_once, webhook_body
 
 log = logging.getLogger(__name__)
 
-# fal sends the id of the user who submitted; fluxserve has no accounts yet.
+# fal sends the id of the user who submitted: here the id of the key that submitted; a job submitted with auth
+# off has no key and gets this one.
 DEFAULT_USER_ID = "fluxserve"
 
 
@@ -40,7 +41,7 @@ def body_for(job: Job) -> dict[str, Any]:
     )
 
 
-def attempt_log_line(url: str, attempt: Attempt, state: str, retry_in_s: float | None) -> LogLine:
+def attempt_log_line(url: str, attempt: Attempt, state: DeliveryState, retry_in_s: float | None) -> LogLine:
     """The line added to the job's logs (GET .../status?logs=1) for one attempt. Only the target's origin is
     shown: a webhook URL's path and query often carry the receiver's own secret."""
     parts = urlsplit(url)
@@ -49,7 +50,7 @@ def attempt_log_line(url: str, attempt: Attempt, state: str, retry_in_s: float |
     if retry_in_s is not None:
         then = f"retrying in {retry_in_s:g} s"
     else:
-        then = "delivered" if state == "delivered" else "given up"
+        then = "delivered" if state is DeliveryState.DELIVERED else "given up"
     message = f"webhook attempt {attempt.number} to {parts.scheme}://{parts.netloc}: {outcome}; {then}"
     return LogLine(message=message, timestamp=attempt.at, level="INFO" if attempt.succeeded else "WARNING")
 
@@ -130,16 +131,16 @@ class WebhookDispatcher:
             return
         number = len(delivery.attempts) + 1
         result = deliver_once(
-            self.client, delivery.url, body_for(job), self.signer, job.id, DEFAULT_USER_ID,
+            self.client, delivery.url, body_for(job), self.signer, job.id, job.key_id or DEFAULT_USER_ID,
             clock=self.clock, number=number,
         )  # fmt: skip
         delay = None
         if result.succeeded:
-            state = "delivered"
+            state = DeliveryState.DELIVERED
         elif self.policy.should_retry(result):
-            state, delay = "pending", self.policy.delay_after(number)
+            state, delay = DeliveryState.PENDING, self.policy.delay_after(number)
         else:
-            state = "failed"
+            state = DeliveryState.FAILED
         next_at = None if delay is None else self.clock() + delay
         if not self.store.record_webhook_attempt(job.id, result.to_dict(), next_at, state):
             # Our lease ran out and another dispatcher took the delivery over: its attempt is on record.
@@ -148,6 +149,6 @@ class WebhookDispatcher:
             return
         self.store.append_log(job.id, attempt_log_line(delivery.url, result, state, delay))
         answer = result.status_code or result.error
-        log.info("webhook %s attempt %d -> %s (%s)", job.id, number, state, answer)
-        if state != "pending" and job.spec.sync_mode and job.status is JobStatus.COMPLETED:
+        log.info("webhook %s attempt %d -> %s (%s)", job.id, number, state.value, answer)
+        if state is not DeliveryState.PENDING and job.spec.sync_mode and job.status is JobStatus.COMPLETED:
             self.store.drop_output(job.id)  # sync_mode results are not kept once handed over

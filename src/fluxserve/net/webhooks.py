@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from httpcore import ConnectError
 
 from fluxserve.core.errors import InputError
+from fluxserve.core.settings import RetryPolicy, is_retryable
 from fluxserve.net.safe_http import (
     FetchError,
     GuardedBackend,
@@ -238,12 +239,6 @@ def _signature_holds(key: Ed25519PublicKey, signature: bytes, message: bytes) ->
 # --- retries -------------------------------------------------------------------------------------------
 
 
-def is_retryable(status_code: int | None) -> bool:
-    """Whether a delivery that ended this way may succeed later. None (no answer: connection error or
-    timeout), 429 and 5xx may; 2xx succeeded, and other 3xx/4xx answers will not change."""
-    return status_code is None or status_code == 429 or 500 <= status_code <= 599
-
-
 @dataclass(frozen=True)
 class Attempt:
     """One delivery attempt, as stored with the job and shown to the operator."""
@@ -271,44 +266,6 @@ class Attempt:
             error=data.get("error"),
             duration_s=float(data["duration_s"]),
             final=bool(data.get("final", False)),
-        )
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """fal retries a failed webhook "10 times in the span of 2 hours". With these defaults the delays are
-    15 s, 30 s, ... 1920 s, then 3600 s: 9 delays totalling 7425 s (about 2 h 4 min)."""
-
-    max_attempts: int = 10
-    first_delay_s: float = 15.0
-    factor: float = 2.0
-    max_delay_s: float = 3600.0
-    timeout_s: float = 15.0  # the whole of one attempt: connect, send, and read the answer
-
-    # Also reachable as RetryPolicy.is_retryable, next to the schedule it goes with.
-    is_retryable = staticmethod(is_retryable)
-
-    def delay_after(self, attempt: int) -> float:
-        """Seconds to wait after attempt number `attempt` (1-based) failed, before the next one."""
-        if attempt < 1:
-            raise ValueError("attempt numbers start at 1")
-        exponent = min(attempt - 1, 64)  # far past any cap; keeps the float from overflowing
-        return min(self.max_delay_s, self.first_delay_s * self.factor**exponent)
-
-    def schedule(self) -> tuple[float, ...]:
-        """The delays between max_attempts attempts."""
-        return tuple(self.delay_after(n) for n in range(1, self.max_attempts))
-
-    def should_retry(self, attempt: Attempt) -> bool:
-        return not attempt.final and attempt.number < self.max_attempts
-
-    def client_policy(self, base: UrlPolicy) -> UrlPolicy:
-        """base with its time limits cut to timeout_s, for the SafeClient that delivers webhooks."""
-        return replace(
-            base,
-            total_timeout_s=min(base.total_timeout_s, self.timeout_s),
-            read_timeout_s=min(base.read_timeout_s, self.timeout_s),
-            connect_timeout_s=min(base.connect_timeout_s, self.timeout_s),
         )
 
 

@@ -20,10 +20,8 @@ from fluxserve.processes import tls
 from fluxserve.api.app import create_app
 from fluxserve.core.settings import ApiSettings, Settings
 from fluxserve.processes.connection_limits import ConnectionLimits, protocol_class
-from fluxserve.store.protocols import JobStore
-from fluxserve.store.sqlite import SQLiteJobStore
-from fluxserve.blobs.base import BlobStore
-from fluxserve.blobs.local import LocalBlobStore
+from fluxserve.store.open import open_store
+from fluxserve.blobs.open import open_blobs
 from fluxserve.processes.upkeep import Upkeep
 from fluxserve.blobs.uploads import Uploads
 
@@ -90,65 +88,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def open_store(settings: Settings) -> JobStore:
-    url = settings.queue.store_url
-    if url is None or url.startswith("sqlite"):
-        return SQLiteJobStore.open(settings.queue.db_path)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from fluxserve.store.redis import RedisJobStore
-
-        return RedisJobStore.open(url)
-    raise ValueError(f"--store {url!r}: expected redis://HOST:PORT/DB (or nothing, for SQLite)")
-
-
-def open_blobs(settings: Settings) -> BlobStore:
-    storage = settings.storage
-    if storage.s3_url is None:
-        return LocalBlobStore.open(storage.root)
-    from fluxserve.blobs.s3 import S3BlobStore, S3Settings, parse_s3_url
-
-    bucket, prefix = parse_s3_url(storage.s3_url)
-    s3 = S3Settings(
-        bucket=bucket, prefix=prefix, endpoint_url=storage.s3_endpoint, region=storage.s3_region,
-        public_base_url=storage.s3_public_url, presign_seconds=storage.s3_presign_seconds,
-    )  # fmt: skip
-    return S3BlobStore.open(s3)
-
-
-def url_policy(settings: Settings) -> Any:
-    """The limits every untrusted URL (webhook target, image_url) is fetched under."""
-    from fluxserve.net.safe_http import UrlPolicy
-
-    urls = settings.urls
-    return UrlPolicy(
-        allow_private=urls.allow_private, allowed_networks=urls.allowed_networks, max_bytes=urls.max_bytes,
-        total_timeout_s=urls.total_timeout_s, max_redirects=urls.max_redirects,
-    )  # fmt: skip
-
-
 def webhook_dispatcher(settings: Settings, store: Any) -> Any:
     from fluxserve.net.safe_http import SafeClient
     from fluxserve.net.webhook_dispatch import WebhookDispatcher
-    from fluxserve.net.webhooks import RetryPolicy, WebhookSigner
+    from fluxserve.net.webhooks import WebhookSigner
 
     hooks = settings.webhooks
-    policy = RetryPolicy(
-        max_attempts=hooks.max_attempts, first_delay_s=hooks.first_delay_s, factor=hooks.factor,
-        max_delay_s=hooks.max_delay_s, timeout_s=hooks.timeout_s,
-    )  # fmt: skip
     signer = WebhookSigner.load_or_create(settings.webhook_key_path)
-    client = SafeClient(policy.client_policy(url_policy(settings)))  # a webhook's own, shorter time limit
-    return WebhookDispatcher(store, client, signer, policy, hooks.poll_interval_s, concurrency=hooks.concurrency)
-
-
-def own_origins(settings: Settings) -> tuple[str, ...]:
-    """The origins this server's own /files/ URLs can carry (read from storage, never fetched)."""
-    api = settings.api
-    hosts = {api.host, "127.0.0.1", "localhost"} if api.host in ("127.0.0.1", "0.0.0.0", "::") else {api.host}
-    origins = [f"http://{h}:{api.port}" for h in hosts]
-    if api.tls_port:
-        origins += [f"https://{h}:{api.tls_port}" for h in hosts]
-    return tuple(origins) + ((api.public_url,) if api.public_url else ())
+    client = SafeClient(hooks.retry.client_policy(settings.urls))  # a webhook's own, shorter time limit
+    return WebhookDispatcher(store, client, signer, hooks.retry, hooks.poll_interval_s,
+                             concurrency=hooks.concurrency)  # fmt: skip
 
 
 def connection_limits(api: ApiSettings) -> ConnectionLimits:
@@ -158,18 +107,11 @@ def connection_limits(api: ApiSettings) -> ConnectionLimits:
     )  # fmt: skip
 
 
-def image_fetcher(settings: Settings, blobs: Any) -> Any:
-    from fluxserve.net.image_inputs import ImageFetcher
-    from fluxserve.net.safe_http import SafeClient
-
-    return ImageFetcher(SafeClient(url_policy(settings)), blobs, own_origins(settings), settings.urls.max_bytes)
-
-
 class ApiServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = open_store(settings)
-        self.blobs = open_blobs(settings)
+        self.store = open_store(settings.queue)
+        self.blobs = open_blobs(settings.storage)
         self.dispatcher = webhook_dispatcher(settings, self.store)
         uploads = Uploads(self.blobs, settings.storage)  # one per process: its lock makes the quota exact here
         self.app = create_app(settings.api, settings.queue, self.store, self.blobs, self.dispatcher.signer,

@@ -9,18 +9,23 @@ Each worker on a GPU node sees only its own GPU (CUDA_VISIBLE_DEVICES in its env
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
-from fluxserve.processes.gpus import WorkerSlot, pinned_env
+from fluxserve.processes.exit_codes import ExitCode
+from fluxserve.core.settings import Settings
+from fluxserve.processes.gpus import GpuPlanError, WorkerSlot, pinned_env, plan_workers, visible_gpus
 
 log = logging.getLogger(__name__)
 
-CONFIG_ERROR = 2
+CONFIG_ERROR = ExitCode.CONFIG_ERROR
 RESTART_DELAY_S = 1.0
 STOP_TIMEOUT_S = 120.0
 
@@ -108,3 +113,32 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def check_model(settings: Settings) -> None:
+    """The model folder and safety checker, checked before any process starts (no torch import)."""
+    from fluxserve.engine.model_check import require_model
+    from fluxserve.engine.safety import require_safety_checker
+
+    root = require_model(settings.engine)
+    if settings.engine.redux_model_path:
+        from fluxserve.engine.redux import require_redux_dir
+
+        require_redux_dir(settings.engine.redux_model_path)
+    if not settings.engine.safety_disabled:
+        require_safety_checker(settings.engine.safety_checker_path or root)
+
+
+def serve(settings: Settings, flags: list[str], workers: str | int) -> int:
+    """`fluxserve serve FLAGS`: checks the model, then runs `api FLAGS` and one `worker FLAGS` per slot."""
+    check_model(settings)
+    found = [] if settings.engine.device == "cpu" else visible_gpus(os.environ)
+    try:
+        slots = plan_workers(workers, settings.gpus, found, settings.engine.device)
+    except GpuPlanError as exc:
+        print(f"fluxserve: cannot start: {exc}", file=sys.stderr)
+        return CONFIG_ERROR
+    base = [sys.executable, "-m", "fluxserve"]
+    children = [Child("api", [*base, "api", *flags])]
+    children += worker_children([*base, "worker", *flags], socket.gethostname(), slots, os.environ)
+    return Supervisor(children).run()

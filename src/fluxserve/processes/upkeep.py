@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Callable
 
-from fluxserve.processes.periodic import Periodic
+from fluxserve.core.periodic import Periodic
 from fluxserve.core.settings import QueueSettings
 from fluxserve.store.protocols import JobStore
 from fluxserve.blobs.base import BlobStore

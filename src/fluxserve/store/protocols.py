@@ -1,4 +1,7 @@
-"""The JobStore interface every backend implements with the same semantics (one contract test suite)."""
+"""What the stores offer, split by who uses it: the job queue (API and workers), the webhook outbox (the
+dispatcher), the worker registry (workers report, /ready and metrics read) and the key store (auth, usage, the
+`keys` command). Every backend implements all four as one JobStore, with the same semantics (one contract
+test suite)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fluxserve.core.errors import FluxserveError
-from fluxserve.core.jobs import ApiKey, Job, JobError, LogLine, WebhookDelivery
+from fluxserve.core.jobs import DeliveryState, Job, JobError, LogLine, WebhookDelivery
+from fluxserve.core.accounts import ApiKey
+from fluxserve.store.scheduling import ClaimPolicy
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ def lost_attempt(number: int, at: float) -> dict[str, Any]:
             "final": False}  # fmt: skip
 
 
-class JobStore(Protocol):
+class JobQueue(Protocol):
     # -- reads
     def get(self, job_id: str) -> Job | None: ...
 
@@ -49,9 +54,10 @@ class JobStore(Protocol):
 
     def count_queued(self) -> int: ...
 
-    def logs(self, job_id: str) -> list[LogLine]: ...
+    def queue_stats(self) -> dict[str, float]:
+        """{"depth": queued requests, "oldest_age_s": age of the oldest queued one (0 when none)}."""
 
-    def webhook_attempts(self, job_id: str) -> list[dict[str, Any]]: ...
+    def logs(self, job_id: str) -> list[LogLine]: ...
 
     # -- the life of a job; every status change follows jobs.TRANSITIONS and returns whether it happened
     def submit(self, job: Job, admission: Admission | None = None) -> None:
@@ -59,14 +65,10 @@ class JobStore(Protocol):
         that exists is a no-op. Raises QueueFull, inserting nothing, when the job does not fit under
         `admission`."""
 
-    def claim(self, worker_id: str, lease_s: float, max_per_key: int = 0) -> Job | None:
-        """Atomically move the next queued job (FIFO; fair across API keys, see fairness.py) to running, leased
-        to this worker; count the attempt. Queued jobs past their start deadline are failed first.
-        max_per_key: a key with that many running jobs waits (0: no limit)."""
-
-    def claim_matching(self, worker_id: str, lease_s: float, key: dict[str, Any], limit: int) -> list[Job]:
-        """Claim up to `limit` of the oldest queued jobs whose spec fields equal `key` (cross-request
-        batching); each claim counts as an attempt, as in claim()."""
+    def claim(self, worker_id: str, lease_s: float, policy: ClaimPolicy) -> list[Job]:
+        """Atomically move the queued jobs scheduling.plan picks under `policy` (one batch; [] when none may
+        run) to running, leased to this worker; each claim counts an attempt. Queued jobs past their start
+        deadline are failed first."""
 
     def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool: ...
 
@@ -90,19 +92,34 @@ class JobStore(Protocol):
     def purge_finished(self, before: float) -> list[str]:
         """Delete jobs finished before `before` with no webhook left to send; return their blob keys."""
 
-    # -- webhooks: at most max_attempts sends per delivery, however many dispatchers (API nodes) run
+    def wait_for_change(self, timeout_s: float) -> bool:
+        """Block until a write in any process changes the store (or timeout_s passes): waiters re-read at once
+        instead of polling. A write that changes nothing (an idle claim, an empty sweep) wakes nobody. True
+        when woken by a change."""
+
+
+class WebhookOutbox(Protocol):
+    """At most max_attempts sends per delivery, however many dispatchers (API nodes) run."""
+
     def claim_webhooks(self, lease_s: float, limit: int = 16, max_attempts: int = 0) -> list[WebhookDelivery]:
         """Lease up to `limit` due deliveries of finished jobs, one attempt each: the attempt to make is number
         len(delivery.attempts) + 1. A lease that ran out unreported is recorded as lost_attempt() (it may have
         been sent) before the delivery is handed out again; one with max_attempts (0: no limit) is failed."""
 
-    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str) -> bool:
-        """Record attempt (webhooks.Attempt.to_dict()) and the delivery's new state: 'pending' (again at
-        next_at), 'delivered' or 'failed'. Fenced: refused (False) unless attempt["number"] is the attempt the
+    def record_webhook_attempt(
+        self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: DeliveryState
+    ) -> bool:
+        """Record attempt (webhooks.Attempt.to_dict()) and the delivery's new state: pending (again at
+        next_at), delivered or failed. Fenced: refused (False) unless attempt["number"] is the attempt the
         delivery's current claim handed out, so a late dispatcher cannot overwrite a newer one or revive a
         finished delivery."""
 
-    # -- workers, for readiness
+    def webhook_attempts(self, job_id: str) -> list[dict[str, Any]]: ...
+
+
+class WorkerRegistry(Protocol):
+    """Workers report here; readiness and metrics read it."""
+
     def report_worker(self, worker_id: str, state: str, ttl_s: float, stats: dict[str, Any] | None = None) -> None:
         """Record a worker's state ("warming", "ready", "stopping") and its metrics snapshot; the report lapses
         after ttl_s without another."""
@@ -112,14 +129,10 @@ class JobStore(Protocol):
 
     def worker_states(self) -> dict[str, str]: ...
 
-    def queue_stats(self) -> dict[str, float]:
-        """{"depth": queued requests, "oldest_age_s": age of the oldest queued one (0 when none)}."""
 
-    def wait_for_change(self, timeout_s: float) -> bool:
-        """Block until any process changes the store (or timeout_s passes): waiters re-read at once instead of
-        polling. True when woken by a change."""
+class KeyStore(Protocol):
+    """API keys and what each has used."""
 
-    # -- API keys and usage
     def create_key(self, key: ApiKey) -> None: ...
 
     def get_key(self, key_id: str) -> ApiKey | None: ...
@@ -131,5 +144,9 @@ class JobStore(Protocol):
     def usage(self, key_id: str | None = None) -> list[dict[str, Any]]:
         """Rows of {day, key_id ("" without auth), app, requests, images, megapixels}, recorded when a job
         completes (failed and cancelled jobs are not counted)."""
+
+
+class JobStore(JobQueue, WebhookOutbox, WorkerRegistry, KeyStore, Protocol):
+    """The whole store, as each backend implements it and open_store returns it."""
 
     def close(self) -> None: ...

@@ -14,97 +14,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from fluxserve.core.jobs import (
-    TERMINAL,
-    TRANSITIONS,
-    ApiKey,
-    GenerationSpec,
-    Job,
-    JobError,
-    JobStatus,
-    LogLine,
-    WebhookDelivery,
-    megapixels,
-    usage_day,
-)
-from fluxserve.store import scheduling as fairness
-from fluxserve.store.protocols import Admission, QueueFull, lost_attempt
+from fluxserve.core.jobs import TERMINAL, TRANSITIONS, DeliveryState, Job, JobError, JobStatus, LogLine
+from fluxserve.core.accounts import ApiKey
+from fluxserve.core.jobs import WebhookDelivery
+from fluxserve.core.accounts import usage_day
+from fluxserve.store import records
 from fluxserve.store.doorbell import Doorbell, doorbell_folder
+from fluxserve.store.protocols import Admission, QueueFull, lost_attempt
+from fluxserve.store.scheduling import CANDIDATE_SCAN, ClaimPolicy, KeyLoad, plan
 from fluxserve.store.sqlite_connections import BUSY_TIMEOUT_S, RETRY_BUDGET_S, Connections
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    app TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    output TEXT,
-    error TEXT,
-    worker_id TEXT,
-    lease_until REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    start_deadline REAL,
-    gateway_request_id TEXT NOT NULL,
-    webhook_url TEXT,
-    blob_keys TEXT NOT NULL DEFAULT '[]',
-    key_id TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
-CREATE INDEX IF NOT EXISTS jobs_key_started ON jobs (key_id, started_at);
-CREATE INDEX IF NOT EXISTS jobs_key_status ON jobs (key_id, status);
-CREATE TABLE IF NOT EXISTS job_logs (
-    job_id TEXT NOT NULL,
-    ts REAL NOT NULL,
-    level TEXT NOT NULL,
-    message TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs (job_id);
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    expires_at REAL NOT NULL,
-    stats TEXT
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY,
-    secret_sha256 TEXT NOT NULL,
-    name TEXT NOT NULL,
-    admin INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS usage (
-    day TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    app TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    images INTEGER NOT NULL,
-    megapixels INTEGER NOT NULL,
-    PRIMARY KEY (day, key_id, app)
-);
-CREATE TABLE IF NOT EXISTS webhooks (
-    job_id TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    next_at REAL NOT NULL DEFAULT 0,
-    lease_until REAL,
-    attempts TEXT NOT NULL DEFAULT '[]'
-);
-"""
-
-COLUMNS = (
-    "id, app, spec, status, created_at, started_at, finished_at, output, error, worker_id, lease_until, "
-    "attempts, start_deadline, gateway_request_id, webhook_url, blob_keys, key_id"
-)
+COLUMNS = ", ".join(records.JOB_FIELDS)
+KEY_COLUMNS = ", ".join(records.KEY_FIELDS)
 # Columns added after a table was first created: added to older files at open.
 MIGRATIONS = (("jobs", "key_id", "TEXT"), ("workers", "stats", "TEXT"))
-# How far down the queue a batch looks for compatible jobs.
-SCAN_FOR_BATCH = 256
+# A file from before the `served` table holds no rows there: each key starts from the last start among the
+# jobs the file still holds, so an upgrade keeps the order keys were being served in.
+SEED_SERVED = ("INSERT OR IGNORE INTO served (key_id, at) SELECT COALESCE(key_id, ''), MAX(started_at) FROM jobs"
+               " WHERE started_at IS NOT NULL GROUP BY key_id")  # fmt: skip
 TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 
 
@@ -122,7 +49,7 @@ class SQLiteJobStore:
         # Writes retried while another process holds the lock; reads on their own connections (see that module).
         self._conns = Connections(path, busy_timeout_s, retry_budget_s)
         self._db = self._conns.writer
-        self._conns.retrying(lambda: self._db.executescript(SCHEMA))
+        self._conns.retrying(lambda: self._db.executescript(records.package_text("schema.sql")))
         self._conns.retrying(self._migrate)
 
     def _migrate(self) -> None:
@@ -130,6 +57,8 @@ class SQLiteJobStore:
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in columns:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        if not self._db.execute("SELECT 1 FROM served LIMIT 1").fetchone():
+            self._db.execute(SEED_SERVED)
 
     @classmethod
     def open(cls, path: Path, clock: Callable[[], float] = time.time, **timeouts: float) -> SQLiteJobStore:
@@ -159,7 +88,7 @@ class SQLiteJobStore:
 
     def get(self, job_id: str) -> Job | None:
         rows = self._read(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-        return _row_to_job(rows[0]) if rows else None
+        return records.job_from_fields(dict(zip(records.JOB_FIELDS, rows[0]))) if rows else None
 
     def queue_position(self, job_id: str) -> int | None:
         rows = self._read(
@@ -192,56 +121,39 @@ class SQLiteJobStore:
             # count and the insert, so the cap holds exactly under any number of racing submits.
             if admission is not None:
                 _admit(db, job, admission)
+            fields = {**records.new_job_fields(job), "status": JobStatus.QUEUED.value}
+            names = ", ".join(fields)
             inserted = db.execute(
-                "INSERT OR IGNORE INTO jobs (id, app, spec, status, created_at, start_deadline, gateway_request_id,"
-                " webhook_url, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job.id, job.app, json.dumps(job.spec.to_dict()), JobStatus.QUEUED.value, job.created_at,
-                 job.start_deadline, job.gateway_request_id, job.webhook_url, job.key_id),
-            )  # fmt: skip
+                f"INSERT OR IGNORE INTO jobs ({names}) VALUES ({', '.join('?' for _ in fields)})",
+                tuple(fields.values()),
+            )
             if job.webhook_url and inserted.rowcount == 1:
                 db.execute("INSERT INTO webhooks (job_id, url) VALUES (?, ?)", (job.id, job.webhook_url))
 
-    def claim(self, worker_id: str, lease_s: float, max_per_key: int = 0) -> Job | None:
+    def claim(self, worker_id: str, lease_s: float, policy: ClaimPolicy) -> list[Job]:
+        """The jobs scheduling.plan picks, claimed in the transaction that read them."""
         now = self._clock()
         with self._write() as db:
             self._expire_start_deadlines(now)
-            candidates = db.execute(
-                "SELECT id, key_id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT ?", (SCAN_FOR_BATCH,)
+            rows = db.execute(
+                "SELECT id, key_id, spec FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT ?", (CANDIDATE_SCAN,)
             ).fetchall()
-            job_id = fairness.pick(candidates, *self._key_stats(db), max_per_key) if candidates else None
-            if job_id:
+            chosen = plan([records.candidate(*row) for row in rows], self._load(db), policy) if rows else []
+            for job_id in chosen:
                 self._transition_in_tx(
                     job_id, JobStatus.RUNNING, started_at=now, worker_id=worker_id, lease_until=now + lease_s
                 )
-                db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (job_id,))
-        return self.get(job_id) if job_id else None
+                db.execute(
+                    "INSERT INTO served (key_id, at) SELECT COALESCE(key_id, ''), ? FROM jobs WHERE id = ?"
+                    " ON CONFLICT(key_id) DO UPDATE SET at = excluded.at",
+                    (now, job_id),
+                )
+        return [job for job in map(self.get, chosen) if job is not None]
 
-    def _key_stats(self, db: sqlite3.Connection) -> tuple[dict, dict]:
-        """Running jobs per key, and when each key last had a job started (for fairness.pick)."""
+    def _load(self, db: sqlite3.Connection) -> KeyLoad:
         running = dict(db.execute("SELECT key_id, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY key_id"))
-        served = dict(db.execute(
-            "SELECT key_id, MAX(started_at) FROM jobs WHERE started_at IS NOT NULL GROUP BY key_id"
-        ).fetchall())  # fmt: skip
-        return running, served
-
-    def claim_matching(self, worker_id: str, lease_s: float, key: dict[str, Any], limit: int) -> list[Job]:
-        """Claim up to `limit` of the oldest queued jobs whose spec matches `key` (cross-request batching)."""
-        now = self._clock()
-        claimed = []
-        with self._write() as db:
-            rows = db.execute(
-                "SELECT id, spec FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT ?", (SCAN_FOR_BATCH,)
-            ).fetchall()
-            for job_id, spec in rows:
-                if len(claimed) == limit:
-                    break
-                fields = json.loads(spec)
-                if all(fields.get(name) == value for name, value in key.items()) and self._transition_in_tx(
-                    job_id, JobStatus.RUNNING, started_at=now, worker_id=worker_id, lease_until=now + lease_s
-                ):
-                    db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (job_id,))
-                    claimed.append(job_id)
-        return [job for job in map(self.get, claimed) if job is not None]
+        served = {key_id or None: at for key_id, at in db.execute("SELECT key_id, at FROM served")}
+        return KeyLoad(running, served)
 
     def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool:
         with self._write() as db:
@@ -264,7 +176,8 @@ class SQLiteJobStore:
             requeued = []
             for job_id, attempts in rows:
                 if attempts >= max_attempts:
-                    self._transition_in_tx(job_id, JobStatus.FAILED, error=_dump_error(JobError.worker_lost(attempts)))
+                    error = records.dump_error(JobError.worker_lost(attempts))
+                    self._transition_in_tx(job_id, JobStatus.FAILED, error=error)
                 elif self._transition_in_tx(job_id, JobStatus.QUEUED, worker_id=None, lease_until=None):
                     requeued.append(job_id)
         return requeued
@@ -277,27 +190,26 @@ class SQLiteJobStore:
         rows = self._db.execute(
             "SELECT id FROM jobs WHERE status = 'queued' AND start_deadline < ?", (now,)
         ).fetchall()
-        error = _dump_error(JobError.start_timeout())
+        error = records.dump_error(JobError.start_timeout())
         return [job_id for (job_id,) in rows if self._transition_in_tx(job_id, JobStatus.FAILED, error=error)]
 
     def complete(self, job_id: str, output: dict[str, Any], blob_keys: Iterable[str] = ()) -> bool:
         """Completion and its usage (megapixels per image, rounded up) are recorded in one transaction."""
         with self._write() as db:
-            done = self._transition_in_tx(
-                job_id, JobStatus.COMPLETED, output=json.dumps(output), blob_keys=json.dumps(list(blob_keys))
-            )
+            done = self._transition_in_tx(job_id, JobStatus.COMPLETED, **records.completion_fields(output, list(blob_keys)))
             if done:
                 app, key_id = db.execute("SELECT app, key_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                usage = records.UsageIncrement.of(output)
                 db.execute(
                     "INSERT INTO usage (day, key_id, app, requests, images, megapixels) VALUES (?, ?, ?, 1, ?, ?)"
                     " ON CONFLICT(day, key_id, app) DO UPDATE SET requests = requests + 1,"
                     " images = images + excluded.images, megapixels = megapixels + excluded.megapixels",
-                    (usage_day(self._clock()), key_id or "", app, len(output.get("images", [])), megapixels(output)),
+                    (usage_day(self._clock()), records.usage_owner(key_id), app, usage.images, usage.megapixels),
                 )
         return done
 
     def fail(self, job_id: str, error: JobError) -> bool:
-        return self._transition(job_id, JobStatus.FAILED, error=_dump_error(error))
+        return self._transition(job_id, JobStatus.FAILED, error=records.dump_error(error))
 
     def cancel(self, job_id: str) -> bool:
         return self._transition(job_id, JobStatus.CANCELLED)
@@ -321,8 +233,8 @@ class SQLiteJobStore:
         with self._write() as db:
             rows = db.execute(
                 f"SELECT id, blob_keys FROM jobs WHERE status IN {TERMINAL_SQL} AND finished_at < ?"
-                " AND id NOT IN (SELECT job_id FROM webhooks WHERE state = 'pending')",
-                (before,),
+                " AND id NOT IN (SELECT job_id FROM webhooks WHERE state = ?)",
+                (before, DeliveryState.PENDING.value),
             ).fetchall()
             for table, column in (("jobs", "id"), ("job_logs", "job_id"), ("webhooks", "job_id")):
                 db.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(job_id,) for job_id, _ in rows])
@@ -341,9 +253,9 @@ class SQLiteJobStore:
         with self._write() as db:
             rows = db.execute(
                 "SELECT w.job_id, w.url, w.attempts, w.lease_until FROM webhooks w JOIN jobs j ON j.id = w.job_id"
-                f" WHERE w.state = 'pending' AND w.next_at <= ? AND j.status IN {TERMINAL_SQL}"
+                f" WHERE w.state = ? AND w.next_at <= ? AND j.status IN {TERMINAL_SQL}"
                 " AND (w.lease_until IS NULL OR w.lease_until < ?) LIMIT ?",
-                (now, now, limit),
+                (DeliveryState.PENDING.value, now, now, limit),
             ).fetchall()
             for job_id, url, raw, lease_until in rows:
                 attempts = json.loads(raw)
@@ -362,17 +274,20 @@ class SQLiteJobStore:
                 out.append(WebhookDelivery(job_id=job_id, url=url, attempts=attempts))
         return out
 
-    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: str) -> bool:
-        """state: 'pending' (retry at next_at), 'delivered' or 'failed' (given up). Fenced by attempt["number"]:
+    def record_webhook_attempt(
+        self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: DeliveryState
+    ) -> bool:
+        """state: pending (retry at next_at), delivered or failed (given up). Fenced by attempt["number"]:
         only the claim that handed out that number may record it, so a dispatcher whose lease ran out cannot
         write over a newer attempt or bring a failed delivery back to pending. False when refused."""
         with self._write() as db:
             cur = db.execute(
                 "UPDATE webhooks SET attempts = json_insert(attempts, '$[#]', json(?)), state = ?,"
                 " next_at = COALESCE(?, next_at), lease_until = NULL"
-                " WHERE job_id = ? AND state = 'pending' AND lease_until IS NOT NULL"
+                " WHERE job_id = ? AND state = ? AND lease_until IS NOT NULL"
                 " AND json_array_length(attempts) = ? - 1",
-                (json.dumps(attempt), state, next_at, job_id, int(attempt["number"])),
+                (json.dumps(attempt), DeliveryState(state).value, next_at, job_id, DeliveryState.PENDING.value,
+                 int(attempt["number"])),  # fmt: skip
             )
         return cur.rowcount == 1
 
@@ -389,7 +304,7 @@ class SQLiteJobStore:
         return {w: {"state": state, "stats": json.loads(stats) if stats else None} for w, state, stats in rows}
 
     def worker_states(self) -> dict[str, str]:
-        return {w: report["state"] for w, report in self.worker_reports().items()}
+        return records.worker_states(self.worker_reports())
 
     def queue_stats(self) -> dict[str, float]:
         depth, oldest = self._read("SELECT COUNT(*), MIN(created_at) FROM jobs WHERE status = 'queued'")[0]
@@ -417,11 +332,10 @@ class SQLiteJobStore:
 
     def usage(self, key_id: str | None = None) -> list[dict[str, Any]]:
         """Usage rows (day, key_id, app, requests, images, megapixels), for one key or all."""
-        sql = "SELECT day, key_id, app, requests, images, megapixels FROM usage"
+        sql = f"SELECT {', '.join(records.USAGE_FIELDS)} FROM usage"
         rows = self._read(sql + " WHERE key_id = ? ORDER BY day, key_id, app", (key_id,)) if key_id is not None \
             else self._read(sql + " ORDER BY day, key_id, app")  # fmt: skip
-        names = ("day", "key_id", "app", "requests", "images", "megapixels")
-        return [dict(zip(names, row)) for row in rows]
+        return [records.usage_row(*row) for row in rows]
 
     def close(self) -> None:
         self._conns.close()
@@ -437,17 +351,15 @@ class SQLiteJobStore:
         if target.terminal:
             fields["finished_at"] = self._clock()
             fields["lease_until"] = None
+        increments = ", attempts = attempts + 1" if target is JobStatus.RUNNING else ""  # a claim is an attempt
         sources = sorted(s.value for s in TRANSITIONS[target])
         assignments = ", ".join(f"{name} = ?" for name in ["status", *fields])
         placeholders = ", ".join("?" for _ in sources)
         cur = self._db.execute(
-            f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN ({placeholders})",
+            f"UPDATE jobs SET {assignments}{increments} WHERE id = ? AND status IN ({placeholders})",
             (target.value, *fields.values(), job_id, *sources),
         )
         return cur.rowcount == 1
-
-
-KEY_COLUMNS = "key_id, secret_sha256, name, admin, created_at, revoked"
 
 
 def _admit(db: sqlite3.Connection, job: Job, admission: Admission) -> None:
@@ -466,33 +378,4 @@ def _admit(db: sqlite3.Connection, job: Job, admission: Admission) -> None:
 
 
 def _row_to_key(row: tuple) -> ApiKey:
-    key_id, secret, name, admin, created, revoked = row
-    return ApiKey(key_id, secret, name, bool(admin), created, bool(revoked))
-
-
-def _dump_error(error: JobError) -> str:
-    return json.dumps(error.to_dict())
-
-
-def _row_to_job(row: tuple) -> Job:
-    (job_id, app, spec, status, created, started, finished, output, error, worker_id, lease_until,
-     attempts, start_deadline, gateway_request_id, webhook_url, blob_keys, key_id) = row  # fmt: skip
-    return Job(
-        id=job_id,
-        app=app,
-        spec=GenerationSpec.from_dict(json.loads(spec)),
-        status=JobStatus(status),
-        created_at=created,
-        started_at=started,
-        finished_at=finished,
-        output=json.loads(output) if output else None,
-        error=JobError.from_dict(json.loads(error)) if error else None,
-        worker_id=worker_id,
-        lease_until=lease_until,
-        attempts=attempts,
-        start_deadline=start_deadline,
-        gateway_request_id=gateway_request_id,
-        webhook_url=webhook_url,
-        blob_keys=json.loads(blob_keys),
-        key_id=key_id,
-    )
+    return records.key_from_fields(dict(zip(records.KEY_FIELDS, row)))

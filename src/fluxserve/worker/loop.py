@@ -1,13 +1,15 @@
-"""The worker: claim a job, run it on the engine, store its images, write its one terminal state.
+"""The worker: claim jobs, run them on the engine, store their images, write each job's one terminal state.
 
+Decide, execute, record (as vLLM's engine step): the store's claim decides which jobs run together; one engine
+call executes them and decides each job's outcome (worker/batch.py); the delivery thread records it.
 Two threads share a batch's life, so the GPU never waits on JPEG encoding or the blob store:
-- this loop claims batch N+1 and runs it on the engine (decide, execute: each job gets an outcome);
-- meanwhile a delivery thread encodes and stores batch N's images and writes each of its jobs' end (record).
+- this loop claims batch N+1 and runs it on the engine;
+- meanwhile a delivery thread encodes and stores batch N's images and writes each of its jobs' end.
 At most one batch waits to be delivered: handing over the next waits for the previous delivery to end.
 Nor does the GPU wait on a Redux job's image_url (a slow server may hold it for the whole fetch timeout):
-a claimed Redux job is fetched on a small pool of fetch threads (Fetches) while the loop runs other jobs; once
-its image arrives it runs in a later engine call. While `fetch_concurrency` fetches are pending the loop
-claims nothing more, so it never takes more jobs ahead than it can fetch at once.
+a claimed Redux job is fetched on a small pool of fetch threads (worker/fetches.py) while the loop runs other
+jobs; once its image arrives it runs in a later engine call. While `fetch_concurrency` fetches are pending the
+loop claims nothing more, so it never takes more jobs ahead than it can fetch at once.
 
 Who pays for a failure:
 - an exception inside generation fails that batch's jobs only, and the worker claims the next;
@@ -24,19 +26,37 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_for_futures
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable
 
-from fluxserve.core.settings import Settings, UrlSettings, WarmupSettings
-from fluxserve.worker.outputs import CONTENT_TYPES, EXTENSIONS, data_uri, encode
-from fluxserve.core.errors import JobCancelled, StoreBusy, is_device_fatal
-from fluxserve.net.image_inputs import ImageFetcher, ImageInputError
-from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus, LogLine
-from fluxserve.worker.stats import WorkerStats
-from fluxserve.store.protocols import JobStore
 from fluxserve.blobs.base import BlobStore
+from fluxserve.core.errors import JobCancelled, StoreBusy, is_device_fatal
+from fluxserve.core.jobs import Job, JobError, JobStatus, LogLine
+from fluxserve.core.settings import QueueSettings, Settings, WarmupSettings
+from fluxserve.core.worker_state import WorkerState
+from fluxserve.net.image_inputs import ImageFetcher, ImageInputError
+from fluxserve.store import scheduling
+from fluxserve.store.protocols import JobStore
+from fluxserve.store.scheduling import ClaimPolicy
+from fluxserve.worker.batch import (
+    WORKER_STOPPED,
+    Batch,
+    BatchProgress,
+    Cancelled,
+    Completed,
+    Failed,
+    JobOutcome,
+    LeaseKeeper,
+    LeaseKeepers,
+    LeftToLease,
+)
+from fluxserve.worker.delivery import Deliveries
+from fluxserve.worker.fetches import Fetch, Fetches, needs_fetch
+from fluxserve.worker.outputs import build_output
+from fluxserve.worker.stats import WorkerStats
+
+if TYPE_CHECKING:  # the type only: the worker is handed its engine (processes/), it never loads one
+    from fluxserve.engine.protocol import Engine
 
 log = logging.getLogger(__name__)
 
@@ -47,71 +67,29 @@ STATE_TTL_S = 15.0
 FETCH_POLL_S = 0.05
 
 
-class Engine(Protocol):
-    def generate_batch(self, specs: list[GenerationSpec], progress: Any = None, images: Any = None) -> list[Any]:
-        """One result per spec, all generated in one pipeline call."""
-
-    def warm_up(self, warmup: WarmupSettings) -> None:
-        """Run the configured shapes once, so no request pays a first-call compile."""
-
-    def gpu_memory_bytes(self) -> float | None:
-        """Peak GPU memory allocated; None off the GPU."""
-
-    def describe(self) -> dict[str, Any]:
-        """What it runs: {"device", "levels": {level: [switch, ...]}, "skipped": {switch: reason}, ...}."""
-
-
 class FatalWorkerError(Exception):
     """The process is suspect: stop claiming, leave the job to its lease."""
 
 
-# -- what happened to each job of a batch, decided by the loop and recorded by the delivery thread ----------
-
-
-@dataclass(frozen=True)
-class Generated:
-    """Its images exist; they are still to be encoded and stored."""
-
-    result: Any
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: JobError
-
-
-@dataclass(frozen=True)
-class EndedElsewhere:
-    """Cancelled, or no longer leased to this worker: the store already holds how it ended."""
-
-
-@dataclass(frozen=True)
-class LeftToLease:
-    """The device is suspect: no end is written; the lease runs out and another worker runs the job."""
-
-
-Outcome = Generated | Failed | EndedElsewhere | LeftToLease
-# Every job's outcome until the engine call decides it: what it ends with if the worker stops in between.
-UNFINISHED = Failed(JobError(500, "internal_error", "The worker stopped before finishing"))
-
-
 @dataclass
 class WorkerConfig:
-    worker_id: str = "worker-0"
+    """What one worker needs of Settings; each default is the setting's own (one default per value)."""
+
+    worker_id: str = Settings.worker_id
     # The GPU this worker runs on, as the operator knows it (nvidia-smi's index or a UUID); None: not pinned.
-    gpu: str | None = None
-    lease_s: float = 30.0
-    max_attempts: int = 3
+    gpu: str | None = Settings.gpu
+    lease_s: float = QueueSettings.lease_s
+    max_attempts: int = QueueSettings.max_attempts
     # Longest idle wait between looks at the queue; a submission wakes the worker sooner.
     idle_sleep_s: float = 0.5
     # Cross-request batching: up to max_batch compatible jobs per pipeline call, gathered for at most
     # batch_window_s after the first one is claimed (acceleration=none jobs always run alone).
-    max_batch: int = 4
-    batch_window_s: float = 0.01
+    max_batch: int = QueueSettings.max_batch
+    batch_window_s: float = QueueSettings.batch_window_s
     # Fair sharing: a key with this many running jobs waits while other keys' jobs run (0: no limit).
-    max_per_key: int = 0
+    max_per_key: int = QueueSettings.max_running_per_key
     # image_url fetches run at once, off the GPU thread; while this many are pending nothing more is claimed.
-    fetch_concurrency: int = UrlSettings.fetch_concurrency
+    fetch_concurrency: int = Settings.fetch_concurrency
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> WorkerConfig:
@@ -119,178 +97,8 @@ class WorkerConfig:
         fields = dict(worker_id=settings.worker_id, gpu=settings.gpu, lease_s=queue.lease_s,
                       max_attempts=queue.max_attempts, max_batch=queue.max_batch,
                       batch_window_s=queue.batch_window_s, max_per_key=queue.max_running_per_key,
-                      fetch_concurrency=settings.urls.fetch_concurrency)  # fmt: skip
+                      fetch_concurrency=settings.fetch_concurrency)  # fmt: skip
         return cls(**{**fields, **overrides})
-
-
-class BatchProgress:
-    """The engine's Progress for a batch: log lines to each job, and stop once none of them is ours any more
-    (a job cancelled alone in a batch of several is dropped when the batch ends)."""
-
-    def __init__(self, worker: Worker, jobs: list[Job]) -> None:
-        self.worker = worker
-        self.jobs = jobs
-
-    def stage(self, name: str) -> None:
-        self.check_still_ours()
-        for job in self.jobs:
-            self.worker.log(job, name)
-
-    def step(self, step: int, total: int) -> None:
-        for job in self.jobs:
-            self.worker.log(job, f"step {step}/{total}")
-        if step < total:
-            self.check_still_ours()
-
-    def check_still_ours(self) -> None:
-        self.jobs = [job for job in self.jobs if self.is_ours(job)]
-        if not self.jobs:
-            raise JobCancelled("every job of the batch was cancelled")
-
-    def is_ours(self, job: Job) -> bool:
-        return self.worker.is_ours(job)
-
-
-class LeaseKeeper:
-    """Renews a batch's leases in the background, however long a single step or its delivery takes."""
-
-    def __init__(self, store: JobStore, job_ids: list[str], config: WorkerConfig) -> None:
-        self.store, self.job_ids, self.config = store, job_ids, config
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
-
-    def start(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._done.set()
-        if self._thread.ident is not None:
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._done.wait(self.config.lease_s / 3):
-            for job_id in self.job_ids:  # a job cancelled or requeued meanwhile is noticed at the next step
-                try:
-                    self.store.renew_lease(job_id, self.config.worker_id, self.config.lease_s)
-                except StoreBusy:  # the store stayed locked: the next renewal may still come within the lease
-                    log.warning("lease of %s not renewed: the job store stayed locked", job_id)
-
-
-class LeaseKeepers:
-    """Several keepers stopped as one: a batch of jobs whose images were fetched keeps renewing their
-    leases with the keepers that held them during the fetch (no gap in renewals, no join on the loop)."""
-
-    def __init__(self, keepers: list[LeaseKeeper]) -> None:
-        self.keepers = keepers
-
-    def stop(self) -> None:
-        for keeper in self.keepers:
-            keeper.stop()
-
-
-@dataclass
-class Batch:
-    """One pipeline call's jobs, from their claim until each has its terminal state; leased all along."""
-
-    jobs: list[Job]
-    keeper: LeaseKeeper | LeaseKeepers
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-    # Redux jobs' input images, fetched before the batch was formed: the decoded image, or the fetch's error.
-    images: dict[str, Future[Any]] = field(default_factory=dict)
-
-
-@dataclass(eq=False)  # each fetch is itself: compared by identity
-class Fetch:
-    """A claimed Redux job whose image_url is being fetched on a fetch thread; its lease renewed meanwhile."""
-
-    job: Job
-    keeper: LeaseKeeper
-    image: Future[Any]
-
-
-class Fetches:
-    """The worker's fetch threads and the jobs they fetch for, in claim order. Used by the loop's thread only;
-    the fetch threads just complete their futures (and set `arrived`, which ends the loop's idle wait)."""
-
-    def __init__(self, load: Callable[[Job], Any], concurrency: int) -> None:
-        self._load = load
-        self.concurrency = max(1, concurrency)
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="image-fetch")
-        self.pending: list[Fetch] = []
-        self.arrived = threading.Event()
-
-    @property
-    def free(self) -> int:
-        """Fetches that can start now without waiting for a thread; the loop claims no Redux job beyond."""
-        return self.concurrency - len(self.pending)
-
-    def start(self, job: Job, keeper: LeaseKeeper) -> None:
-        image = self._pool.submit(self._load, job)
-        image.add_done_callback(lambda _: self.arrived.set())
-        self.pending.append(Fetch(job, keeper, image))
-
-    def take_arrived(self, limit: int, window_s: float) -> list[Fetch]:
-        """The oldest fetch that ended (image or error) and those that can share its engine call: compatible
-        ones ended too, or ending within window_s (Redux jobs claimed together arrive together; the batch
-        window bounds how long one waits for its batch-mates, as when claiming)."""
-        self.arrived.clear()  # before looking: a fetch ending from here on sets it again
-        first = next((fetch for fetch in self.pending if fetch.image.done()), None)
-        if first is None:
-            return []
-        key = first.job.spec.batch_key
-        mates = [fetch for fetch in self.pending if fetch is not first and fetch.job.spec.batch_key == key]
-        mates = mates[: limit - 1] if key is not None else []
-        if mates and not all(mate.image.done() for mate in mates):
-            wait_for_futures([mate.image for mate in mates], timeout=window_s)
-        taken = [first, *(mate for mate in mates if mate.image.done())]
-        self.pending = [fetch for fetch in self.pending if fetch not in taken]
-        return taken
-
-    def abandon(self) -> None:
-        """The worker is going down without running them: leave these jobs to their leases (another worker
-        runs them once they lapse). A fetch in flight ends on its own, within the fetch timeout; its image is
-        dropped."""
-        for fetch in self.pending:
-            fetch.image.cancel()
-            fetch.keeper.stop()
-        self.pending = []
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-class Deliveries:
-    """Delivers batches in order on a background thread, one at a time. Handing over a batch waits for the
-    previous delivery to end, so at most one batch waits (memory stays bounded) and a slow blob store slows
-    the loop down instead of piling up images."""
-
-    def __init__(self, deliver: Callable[[Batch], None]) -> None:
-        self._deliver = deliver
-        self._thread: threading.Thread | None = None
-        self._failure: BaseException | None = None
-
-    def hand_off(self, batch: Batch) -> None:
-        try:
-            self.drain()
-        except BaseException:
-            batch.keeper.stop()  # the worker is going down: leave this batch to its leases
-            raise
-        self._thread = threading.Thread(target=self._run, args=(batch,), name="delivery", daemon=True)
-        self._thread.start()
-
-    def drain(self) -> None:
-        """Wait for the delivery in flight; what broke it (the store gone...) is raised here, as if inline."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        failure, self._failure = self._failure, None
-        if failure is not None:
-            raise failure
-
-    def _run(self, batch: Batch) -> None:
-        try:
-            self._deliver(batch)
-        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which stops on it
-            self._failure = exc
 
 
 class Worker:
@@ -311,7 +119,7 @@ class Worker:
         self.clock = clock
         self._stop = threading.Event()
         self._report_lock = threading.Lock()
-        self._state = "ready"
+        self._state = WorkerState.READY
         self._reported_at = float("-inf")
         self.stats = WorkerStats()
         self.stats.info = self.describe()
@@ -327,17 +135,17 @@ class Worker:
     def run_forever(self, warmup: WarmupSettings | None = None) -> None:
         try:
             if warmup is not None and warmup.sizes:
-                self.report("warming")
+                self.report(WorkerState.WARMING)
                 self.engine.warm_up(warmup)
                 self.stats.info = self.describe()  # a switch that failed to warm up is no longer run
-            self.report("ready")
+            self.report(WorkerState.READY)
             self.log_start()
             # Once stopped, claim nothing more but run the jobs whose images are still being fetched.
             while not self._stop.is_set() or self.fetches.pending:
                 try:
                     if not self.run_once():
                         self.wait_for_work()
-                    self.report("ready", throttle=True)
+                    self.report(WorkerState.READY, throttle=True)
                 except StoreBusy:
                     # Another process kept the store locked past its retry budget: that one operation failed (a
                     # job it left claimed is requeued when its lease runs out). The loaded model is kept.
@@ -345,7 +153,7 @@ class Worker:
         finally:
             self.fetches.abandon()  # jobs are left pending only when going down on an error
             self.drain()
-        self.report("stopping")
+        self.report(WorkerState.STOPPING)
         log.info("worker %s stopped", self.id)
 
     def log_start(self) -> None:
@@ -358,12 +166,10 @@ class Worker:
 
     def describe(self) -> dict[str, Any]:
         """What this worker runs, for /ready, /metrics and its start log: its GPU, and the engine's own
-        account of its device and of the switches each level runs with (an engine without describe() says
-        nothing)."""
-        describe = getattr(self.engine, "describe", None)
-        return {"gpu": self.config.gpu, **(describe() if callable(describe) else {})}
+        account of its device and of the switches each level runs with."""
+        return {"gpu": self.config.gpu, **self.engine.describe()}
 
-    def report(self, state: str | None = None, throttle: bool = False) -> None:
+    def report(self, state: WorkerState | None = None, throttle: bool = False) -> None:
         """Tell the store (and so /ready) what this worker is doing (None: the same as last time); refreshed
         well within its ttl. Both threads report; the lock makes the last write carry the latest numbers."""
         with self._report_lock:
@@ -372,12 +178,12 @@ class Worker:
                 return
             self._state, self._reported_at = state or self._state, now
             self.stats.gpu_memory_bytes = self.engine.gpu_memory_bytes()
-            self.store.report_worker(self.id, self._state, STATE_TTL_S, self.stats.snapshot())
+            self.store.report_worker(self.id, self._state.value, STATE_TTL_S, self.stats.snapshot())
 
     def stop(self) -> None:
         """Idempotent, and never blocks (a signal handler calls it): the loop finishes the batch in flight and
         the jobs whose images are being fetched (within the fetch timeout), waits for their delivery, then
-        reports "stopping"."""
+        reports that it is stopping."""
         self._stop.set()
 
     @property
@@ -398,13 +204,11 @@ class Worker:
             return True
         if self.stopping or self.fetches.free <= 0:
             return False  # claim no more jobs than can be fetched at once: the rest stay queued (and fair)
-        job = self.store.claim(self.id, self.config.lease_s, self.config.max_per_key)
-        if job is None:
+        # Redux batch-mates each need a fetch: the batch holds no more of them than there are free fetch threads.
+        policy = ClaimPolicy(self.config.max_batch, self.config.max_per_key, max_fetches=self.fetches.free)
+        jobs = self.gather(policy)
+        if not jobs:
             return False
-        room = self.config.max_batch - 1
-        if needs_fetch(job):
-            room = min(room, self.fetches.free - 1)  # batch-mates are Redux jobs too, each needing a fetch
-        jobs = [job, *self.gather(job, room)]
         for redux in filter(needs_fetch, jobs):
             self.start_fetch(redux)
         if runnable := [job for job in jobs if not needs_fetch(job)]:
@@ -421,30 +225,31 @@ class Worker:
             if self.store.wait_for_change(min(left, FETCH_POLL_S)):
                 return
 
-    def gather(self, job: Job, room: int) -> list[Job]:
-        """Up to `room` compatible queued jobs to run in the same pipeline call, waiting at most
-        batch_window_s for them."""
-        key = job.spec.batch_key
-        if key is None or room <= 0:
-            return []
-        found: list[Job] = []
+    def gather(self, policy: ClaimPolicy) -> list[Job]:
+        """Claim a batch under `policy`; while it has room, fill it with compatible jobs queued within
+        batch_window_s of the first claim (the same decision, limited to the first job's batch key)."""
+        jobs = self.store.claim(self.id, self.config.lease_s, policy)
+        key = scheduling.batch_key(jobs[0].spec) if jobs else None
         deadline = time.monotonic() + self.config.batch_window_s
-        while True:
-            found += self.store.claim_matching(self.id, self.config.lease_s, key, room - len(found))
-            if len(found) >= room or time.monotonic() >= deadline:
-                return found
+        while key is not None and len(jobs) < policy.max_batch and time.monotonic() < deadline:
             time.sleep(min(0.002, self.config.batch_window_s))
+            fetches = None if policy.max_fetches is None else policy.max_fetches - sum(map(needs_fetch, jobs))
+            rest = replace(policy, max_batch=policy.max_batch - len(jobs), max_fetches=fetches, batch_key=key)
+            jobs += self.store.claim(self.id, self.config.lease_s, rest)
+        return jobs
 
     # -- one batch: executed here, delivered on the delivery thread ---------------------------------
 
+    def lease_keeper(self, jobs: list[Job]) -> LeaseKeeper:
+        return LeaseKeeper(self.store, [job.id for job in jobs], self.id, self.config.lease_s).start()
+
     def process(self, jobs: list[Job]) -> None:
         """Run the batch on the engine, then hand it over for delivery, which writes every job's end."""
-        keeper = LeaseKeeper(self.store, [job.id for job in jobs], self.config).start()
-        self.run_batch(Batch(jobs, keeper, {job.id: UNFINISHED for job in jobs}))
+        self.run_batch(Batch(jobs, self.lease_keeper(jobs)))
 
     def start_fetch(self, job: Job) -> None:
         """Fetch the job's image on a fetch thread, its lease renewed until its batch is delivered."""
-        keeper = LeaseKeeper(self.store, [job.id], self.config).start()
+        keeper = self.lease_keeper([job])
         try:
             self.fetches.start(job, keeper)
         except BaseException:
@@ -455,8 +260,7 @@ class Worker:
         """Jobs whose fetch ended, as one batch (leased by the keepers of their fetches)."""
         jobs = [fetch.job for fetch in fetched]
         keeper = LeaseKeepers([fetch.keeper for fetch in fetched])
-        images = {fetch.job.id: fetch.image for fetch in fetched}
-        self.run_batch(Batch(jobs, keeper, {job.id: UNFINISHED for job in jobs}, images))
+        self.run_batch(Batch(jobs, keeper, {fetch.job.id: fetch.image for fetch in fetched}))
 
     def run_batch(self, batch: Batch) -> None:
         try:
@@ -466,33 +270,33 @@ class Worker:
 
     def execute(self, batch: Batch) -> None:
         """One engine call decides each job's outcome; a suspect device leaves them all to their leases."""
-        outcomes = batch.outcomes
         self.stats.busy = 1
-        self.report("ready")
+        self.report(WorkerState.READY)
         try:
-            ready = self.prepare_inputs(batch, outcomes)
+            ready = self.prepare_inputs(batch)
             if ready:
                 specs = [job.spec for job, _ in ready]
-                progress = BatchProgress(self, batch.jobs)
+                progress = BatchProgress(batch.jobs, self.log, self.is_ours)
                 results = self.engine.generate_batch(specs, progress, [image for _, image in ready])
                 sizes = [(image.width, image.height) for result in results for image in result.images]
                 self.stats.batch_ran(len(specs), results[0].timings, sizes)
-                outcomes.update({job.id: Generated(result) for (job, _), result in zip(ready, results)})
+                for (job, _), result in zip(ready, results):
+                    batch.decide(job, Completed(result))
         except JobCancelled:
             log.info("batch %s stopped: cancelled or no longer leased to %s", [j.id for j in batch.jobs],
                      self.id)  # fmt: skip
-            decide_unfinished(outcomes, EndedElsewhere())
+            batch.decide_rest(Cancelled())
         except Exception as exc:
             if is_device_fatal(exc):
                 self.stop()  # leave the jobs to their leases: another worker, on a sound device, runs them
-                outcomes.update(dict.fromkeys(outcomes, LeftToLease()))
+                batch.decide_rest(LeftToLease())
                 raise FatalWorkerError(str(exc)) from exc
             log.exception("batch %s failed", [j.id for j in batch.jobs])
-            decide_unfinished(outcomes, Failed(JobError.generation_failed(exc)))
+            batch.decide_rest(Failed(JobError.generation_failed(exc)))
         finally:
             self.stats.busy = 0
 
-    def prepare_inputs(self, batch: Batch, outcomes: dict[str, Outcome]) -> list[tuple[Job, Any]]:
+    def prepare_inputs(self, batch: Batch) -> list[tuple[Job, Any]]:
         """Each job with its input image (Redux: fetched already); a job whose image_url is unusable fails
         alone with a 422, and one cancelled while its image was fetched is not run."""
         ready = []
@@ -505,12 +309,12 @@ class Worker:
                 image = fetched.result()  # done: raises what the fetch raised
             except ImageInputError as exc:
                 log.info("job %s: unusable image_url: %s", job.id, exc)
-                outcomes[job.id] = Failed(JobError.bad_image_url(str(exc)))
+                batch.decide(job, Failed(JobError.bad_image_url(str(exc))))
                 continue
             if self.is_ours(job):
                 ready.append((job, image))
             else:
-                outcomes[job.id] = EndedElsewhere()
+                batch.decide(job, Cancelled())
         return ready
 
     def is_ours(self, job: Job) -> bool:
@@ -528,55 +332,54 @@ class Worker:
         self.log(job, "fetch image")
         return self.images.load(job.spec.image_url, job.spec.base_url)
 
+    # -- record: on the delivery thread --------------------------------------------------------------
+
     def deliver(self, batch: Batch) -> None:
-        """On the delivery thread: each job's images encoded and stored, and its one end written."""
+        """Each job's images encoded and stored, and its one end written."""
         try:
             for job in batch.jobs:
-                self.record(job, batch.outcomes[job.id])
+                self.record(job, batch.outcome(job))
         finally:
             batch.keeper.stop()
             self.report()
 
-    def record(self, job: Job, outcome: Outcome) -> None:
+    def record(self, job: Job, outcome: JobOutcome) -> None:
+        """Write the job's one end from `finally`: storing its images may itself fail, and then it fails."""
         if isinstance(outcome, LeftToLease):
             return
-        output, error, blob_keys = None, UNFINISHED.error, []
+        output: dict[str, Any] | None = None
+        error: JobError | None = WORKER_STOPPED.error  # the end if storing is interrupted
+        blob_keys: list[str] = []
         try:
-            if isinstance(outcome, Generated):
+            if isinstance(outcome, Completed):
                 self.log(job, "store")
-                output, error = self.build_output(job.spec, outcome.result, blob_keys), None
+                output, error = build_output(job.spec, outcome.result, self.blobs, blob_keys), None
             else:
                 error = outcome.error if isinstance(outcome, Failed) else None
         except Exception as exc:
             log.exception("job %s: its images could not be encoded or stored", job.id)
             error = JobError.generation_failed(exc)
         finally:
-            self.finish(job, output, blob_keys, error)
-
-    def finish(
-        self, job: Job, output: dict[str, Any] | None, blob_keys: list[str], error: JobError | None
-    ) -> str:
-        """Write the job's end; return how it ended (for the metrics)."""
-        status = self.write_end(job, output, blob_keys, error)
-        if status != "completed":
-            for key in blob_keys:  # images of a job that did not complete with them belong to no one
-                self.blobs.delete(key)
-        self.stats.job_ended(status, *self.latencies(job))
-        return status
+            status = self.write_end(job, output, blob_keys, error)
+            if status is not JobStatus.COMPLETED:
+                for key in blob_keys:  # images of a job that did not complete with them belong to no one
+                    self.blobs.delete(key)
+            self.stats.job_ended(status.value, *self.latencies(job))
 
     def write_end(
         self, job: Job, output: dict[str, Any] | None, blob_keys: list[str], error: JobError | None
-    ) -> str:
+    ) -> JobStatus:
+        """Complete or fail the job; how it ended, read back when it ended some other way meanwhile."""
         if output is not None and self.store.complete(job.id, output, blob_keys):
-            return "completed"
+            return JobStatus.COMPLETED
         if output is None and error is not None and self.store.fail(job.id, error):
-            return "failed"
+            return JobStatus.FAILED
         current = self.store.get(job.id)
         ours = current is not None and current.output is not None and current.worker_id == self.id
         if output is not None and ours:
-            return "completed"  # our completion landed (its reply lost to a store restart)
-        # The job ended some other way meanwhile (cancelled).
-        return current.status.value if current is not None else "cancelled"
+            return JobStatus.COMPLETED  # our completion landed (its reply lost to a store restart)
+        # The job ended some other way meanwhile (cancelled), or was deleted with its key.
+        return current.status if current is not None else JobStatus.CANCELLED
 
     def latencies(self, job: Job) -> tuple[float | None, float]:
         """(queue wait, submit to end) in seconds."""
@@ -585,39 +388,6 @@ class Worker:
 
     def log(self, job: Job, message: str) -> None:
         self.store.append_log(job.id, LogLine(message=message, timestamp=self.clock()))
-
-    def build_output(self, spec: GenerationSpec, generated: Any, blob_keys: list[str]) -> dict[str, Any]:
-        return {
-            "images": [self.store_image(spec, image, blob_keys) for image in generated.images],
-            "timings": generated.timings,
-            "seed": spec.seed,
-            "has_nsfw_concepts": generated.has_nsfw_concepts,
-            "prompt": spec.prompt,
-        }
-
-    def store_image(self, spec: GenerationSpec, image: Any, blob_keys: list[str]) -> dict[str, Any]:
-        data = encode(image, spec.output_format)
-        content_type = CONTENT_TYPES[spec.output_format]
-        if spec.sync_mode:
-            url = data_uri(data, content_type)  # sync_mode: nothing is stored
-        else:
-            key = self.blobs.put(data, content_type, EXTENSIONS[spec.output_format])
-            blob_keys.append(key)
-            url = self.blobs.url(key, spec.base_url)
-        return {"url": url, "content_type": content_type, "width": image.width, "height": image.height}
-
-
-def needs_fetch(job: Job) -> bool:
-    """A Redux job: its image_url is fetched before it can run."""
-    return job.spec.image_url is not None
-
-
-def decide_unfinished(outcomes: dict[str, Outcome], outcome: Outcome) -> None:
-    """Jobs the engine call ended before deciding get `outcome`; those decided already (a bad image_url) keep
-    theirs."""
-    for job_id, current in outcomes.items():
-        if current is UNFINISHED:
-            outcomes[job_id] = outcome
 
 
 def start_lines(worker_id: str, info: dict[str, Any]) -> list[str]:

@@ -1,10 +1,16 @@
-"""PIL images -> the bytes fal returns (jpeg or png), and data URIs for sync_mode."""
+"""A job's images -> the bytes fal returns (jpeg or png) -> blobs (data URIs in sync_mode) -> fal's output."""
 
 from __future__ import annotations
 
 import base64
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from fluxserve.blobs.base import BlobStore
+from fluxserve.core.jobs import GenerationSpec
+
+if TYPE_CHECKING:  # the type only: the worker never loads the engine package itself
+    from fluxserve.engine.protocol import Generated
 
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
 EXTENSIONS = {"jpeg": "jpg", "png": "png"}
@@ -24,3 +30,29 @@ def encode(image: Any, output_format: str) -> bytes:
 
 def data_uri(data: bytes, content_type: str) -> str:
     return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def build_output(
+    spec: GenerationSpec, generated: Generated, blobs: BlobStore, blob_keys: list[str]
+) -> dict[str, Any]:
+    """fal's output for one job. Each key is appended to blob_keys as soon as it is stored, so a caller whose
+    job then fails to complete can delete what was stored so far."""
+    return {
+        "images": [store_image(spec, image, blobs, blob_keys) for image in generated.images],
+        "timings": generated.timings,
+        "seed": spec.seed,
+        "has_nsfw_concepts": generated.has_nsfw_concepts,
+        "prompt": spec.prompt,
+    }
+
+
+def store_image(spec: GenerationSpec, image: Any, blobs: BlobStore, blob_keys: list[str]) -> dict[str, Any]:
+    data = encode(image, spec.output_format)
+    content_type = CONTENT_TYPES[spec.output_format]
+    if spec.sync_mode:
+        url = data_uri(data, content_type)  # sync_mode: nothing is stored
+    else:
+        key = blobs.put(data, content_type, EXTENSIONS[spec.output_format])
+        blob_keys.append(key)
+        url = blobs.url(key, spec.base_url)
+    return {"url": url, "content_type": content_type, "width": image.width, "height": image.height}

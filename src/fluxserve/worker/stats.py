@@ -12,7 +12,7 @@ import bisect
 import threading
 from typing import Any
 
-from fluxserve.core.jobs import image_megapixels
+from fluxserve.core.accounts import image_megapixels
 
 # Histogram buckets (seconds) for job latency and stages; batch sizes get their own.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.deps import Services, services
 from fluxserve.api.responses import NOT_FOUND
+from fluxserve.blobs.base import FILES_ROUTE
 from fluxserve.blobs.content_types import served_type
 
 # Keys are random, never reused, and an upload is written once, so a stored file never changes.
@@ -31,7 +32,7 @@ def file_headers(inline: bool) -> dict[str, str]:
     return headers
 
 
-@router.get("/files/{key}", response_class=Response, responses=NOT_FOUND)
+@router.get(FILES_ROUTE + "{key}", response_class=Response, responses=NOT_FOUND)
 async def get_file(key: str, svc: Services = Depends(services)) -> Response:
     data, _ = await run_in_threadpool(svc.blobs.read, key)
     content_type, inline = served_type(data)

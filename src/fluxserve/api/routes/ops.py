@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from fluxserve.api.auth import Caller, caller
 from fluxserve.api.deps import Services, services
 from fluxserve.api.metrics import worker_info
+from fluxserve.core.worker_state import WorkerState
 
 router = APIRouter(tags=["ops"])
 
@@ -28,10 +29,12 @@ async def ready(svc: Services = Depends(services), _: Caller = Depends(caller)) 
     With auth on it needs a key, any key: what the workers run is for the clients, not for the world."""
     reports = await run_in_threadpool(svc.store.worker_reports)
     states = {worker: report["state"] for worker, report in reports.items()}
-    if "ready" in states.values():
-        status, code = "ready", 200
+    if WorkerState.READY.value in states.values():
+        status, code = WorkerState.READY.value, 200
+    elif WorkerState.WARMING.value in states.values():
+        status, code = WorkerState.WARMING.value, 503
     else:
-        status, code = ("warming" if "warming" in states.values() else "no workers"), 503
+        status, code = "no workers", 503
     details = {worker: {"state": report["state"], **worker_info(report)} for worker, report in reports.items()}
     return JSONResponse({"status": status, "workers": states, "worker_details": details}, status_code=code)
 

@@ -16,11 +16,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from fluxserve.api import admission
-from fluxserve.api import fal
+from fluxserve.api import admission, fal, job_calls
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
-from fluxserve.api.requests import start_deadline
+from fluxserve.api.fal import start_deadline
 from fluxserve.api.responses import NOT_FOUND, error
 from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.core.jobs import Job, JobStatus
@@ -47,7 +46,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         base = base_url(request, svc)
         spec = endpoint.to_spec(body, base, svc.api.max_pixels)
         try:
-            job = await fal.submit(
+            job = await job_calls.submit(
                 svc, endpoint.app_id, spec, deadline,
                 await checked_webhook_target(svc.webhook_targets, fal_webhook), who.key_id, admit,
             )
@@ -81,7 +80,7 @@ async def status(request_id: str, request: Request, logs: str = "0", svc: Servic
                  who: Caller = Depends(caller)):  # fmt: skip
     if await visible(svc, who, request_id) is None:
         return JSONResponse({"detail": "Request not found"}, status_code=404)
-    body = await fal.read_status(svc, request_id, base_url(request, svc), logs in TRUTHY)
+    body = await job_calls.read_status(svc, request_id, base_url(request, svc), logs in TRUTHY)
     if body is None:
         return JSONResponse({"detail": "Request not found"}, status_code=404)
     code = 200 if body["status"] == "COMPLETED" else 202
@@ -96,7 +95,7 @@ async def status_events(svc: Services, request_id: str, base: str, with_logs: bo
     loop = asyncio.get_running_loop()
     last, sent_logs, quiet_since = None, 0, loop.time()
     while True:
-        body = await fal.read_status(svc, request_id, base, with_logs)
+        body = await job_calls.read_status(svc, request_id, base, with_logs)
         if body is None:
             return
         logs = body["logs"]
@@ -136,7 +135,7 @@ async def result(request_id: str, svc: Services = Depends(services), who: Caller
         detail = "The result of a sync_mode request is not kept; it was returned once"
         return JSONResponse({"detail": detail}, status_code=410)
     response = fal.result_response(job)
-    await fal.forget_if_sync_mode(svc, job)
+    await job_calls.forget_if_sync_mode(svc, job)
     return response
 
 

@@ -16,12 +16,11 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from fluxserve.api import admission
-from fluxserve.api import fal
+from fluxserve.api import admission, fal, job_calls, waiting
 from fluxserve.api.auth import Caller, submitter
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
-from fluxserve.api.requests import start_deadline
+from fluxserve.api.fal import start_deadline
 from fluxserve.api.responses import error
 from fluxserve.api.schemas import Output
 from fluxserve.store.protocols import Admission, QueueFull
@@ -44,19 +43,19 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         endpoint.ensure_available(svc.api)
         spec = endpoint.to_spec(body, base_url(request, svc), svc.api.max_pixels)
         try:
-            job = await fal.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id, admission=admit)
+            job = await job_calls.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id, admission=admit)
         except QueueFull as exc:
             return admission.refusal(exc, svc)
         try:
             async with hang_up(request) as gone:
-                done = await fal.wait_for_terminal(svc, job.id, gone)
+                done = await waiting.wait_for_terminal(svc, job.id, gone)
         except asyncio.CancelledError:  # the server dropped this request (its client went away, or shutdown)
-            await fal.abandon(svc, job.id)
+            await job_calls.abandon(svc, job.id)
             raise
         if done is None:
-            await fal.abandon(svc, job.id)
+            await job_calls.abandon(svc, job.id)
             return JSONResponse(ABANDONED, status_code=499)
-        await fal.forget_if_sync_mode(svc, done)
+        await job_calls.forget_if_sync_mode(svc, done)
         return fal.result_response(done)
 
     router.add_api_route(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import secrets
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -22,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.auth import Caller, caller
 from fluxserve.api.deps import Services, base_url, services
+from fluxserve.blobs.base import new_blob_key
 from fluxserve.blobs.uploads import QuotaExceeded, UploadRefused, Uploads
 
 # Issuing URLs and direct uploads need a key when auth is on; the PUT carries its grant in the URL instead,
@@ -44,7 +44,7 @@ def uploads(request: Request) -> Uploads:
 
 def new_key(content_type: str | None) -> str:
     declared = (content_type or "").split(";")[0].strip().lower()
-    return f"{uuid.uuid4().hex}.{IMAGE_EXTENSIONS.get(declared, 'bin')}"
+    return new_blob_key(IMAGE_EXTENSIONS.get(declared, "bin"))
 
 
 def refusal(status: int, message: str) -> JSONResponse:

@@ -1,4 +1,6 @@
-"""FluxEngine: a loaded FLUX.1 [schnell] pipeline (+ safety checker) that turns a GenerationSpec into images."""
+"""FluxEngine: a loaded FLUX.1 [schnell] pipeline (+ safety checker, + Redux prior) that turns
+GenerationSpecs into images. generate_batch reads as the steps it runs: conditioning -> denoise -> decode ->
+safety, each a free function (engine/sampling.py, engine/safety.py) over the loaded pipeline."""
 
 from __future__ import annotations
 
@@ -8,47 +10,24 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from fluxserve.core.errors import GenerationError, is_device_fatal
+from fluxserve.core.jobs import GenerationSpec
 from fluxserve.core.settings import AccelSettings, EngineSettings, WarmupSettings
-from fluxserve.engine import prompts, seeds
 from fluxserve.engine.accel import Accelerator, explain
 from fluxserve.engine.cache import EmbeddingCache
 from fluxserve.engine.checkpoints import load_transformer
 from fluxserve.engine.images import to_pil, to_pixels
-from fluxserve.engine.loading import Placement, load_flux_pipeline, require_model, resolve_placement
+from fluxserve.engine.loading import load_flux_pipeline
+from fluxserve.engine.model_check import require_model
+from fluxserve.engine.placement import Placement, resolve_placement
+from fluxserve.engine.protocol import Generated, NoProgress, Progress
 from fluxserve.engine.redux import ReduxPrior
-from fluxserve.engine.safety import SafetyChecker
-from fluxserve.core.errors import GenerationError, is_device_fatal
-from fluxserve.core.jobs import GenerationSpec
+from fluxserve.engine.safety import SafetyChecker, check_safety
+from fluxserve.engine.sampling import decode, denoise, encode_text, split
 
 log = logging.getLogger(__name__)
-
-# FLUX.1 [schnell] was distilled with 256 T5 tokens; longer prompts are truncated, as on fal.
-MAX_SEQUENCE_LENGTH = 256
-
-
-class Progress(Protocol):
-    """What the engine reports while it works. Either method may raise JobCancelled to stop the job."""
-
-    def stage(self, name: str) -> None: ...
-
-    def step(self, step: int, total: int) -> None: ...
-
-
-class NoProgress:
-    def stage(self, name: str) -> None:
-        return None
-
-    def step(self, step: int, total: int) -> None:
-        return None
-
-
-@dataclass
-class Generated:
-    images: list[Any]  # PIL images, safety-checked
-    has_nsfw_concepts: list[bool]
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class StageTimer:
@@ -92,14 +71,6 @@ def fit_small_gpu(pipe: Any, placement: Placement) -> None:
     except Exception as exc:  # noqa: BLE001 - a missing or broken torchao costs the memory saving, not the load
         log.warning("memory mode low: no fp8 (%s); the transformer stays in %s", explain(exc), placement.dtype_name)
     pipe.enable_model_cpu_offload(device=placement.device)
-
-
-def split(items: list[Any], sizes: list[int]) -> list[list[Any]]:
-    out, at = [], 0
-    for size in sizes:
-        out.append(items[at : at + size])
-        at += size
-    return out
 
 
 @dataclass
@@ -165,32 +136,20 @@ class FluxEngine:
                 pooled = torch.cat([p[1] for p in parts])
             with timer.stage("denoise"):
                 seeds_all = [seed for s in specs for seed in s.image_seeds]
-                latents = self.denoise(first, prompt_embeds, pooled, seeds_all, timer.progress)
+                latents = denoise(self.pipe, first, prompt_embeds, pooled, seeds_all, timer.progress)
             with timer.stage("vae decode"):
-                pixels = to_pixels(self.decode(latents, first.height, first.width))
+                pixels = to_pixels(decode(self.pipe, latents, first.height, first.width))
             checked = [spec.enable_safety_checker for spec in specs for _ in range(spec.num_images)]
             flags = [False] * len(checked)
             if self.safety is not None and any(checked):
                 with timer.stage("safety"):
-                    flags = self.check_safety(pixels, checked)
+                    flags = check_safety(self.safety, pixels, checked)
             with timer.stage("to image"):
                 pil_images = to_pil(pixels)
         timings = {"inference": sum(timer.timings.values()), **timer.timings}
         sizes = [s.num_images for s in specs]
         return [Generated(images=imgs, has_nsfw_concepts=job_flags, timings=dict(timings))
                 for imgs, job_flags in zip(split(pil_images, sizes), split(flags, sizes))]  # fmt: skip
-
-    def check_safety(self, pixels: Any, checked: list[bool]) -> list[bool]:
-        """One checker call over the images whose jobs asked for it; flagged images are blacked out in place, on
-        the device, before anything reaches the host."""
-        rows = [i for i, wanted in enumerate(checked) if wanted]
-        subset = pixels if len(rows) == len(checked) else pixels[rows]
-        flags = [False] * len(checked)
-        for row, flagged in zip(rows, self.safety.has_nsfw_concepts(subset)):  # type: ignore[union-attr]
-            flags[row] = flagged
-        if any(flags):
-            pixels[flags] = 0
-        return flags
 
     def gpu_memory_bytes(self) -> float | None:
         if self.placement.device != "cuda":
@@ -258,39 +217,4 @@ class FluxEngine:
                 pooled.repeat_interleave(spec.num_images, dim=0))  # fmt: skip
 
     def encode_text(self, prompt: str) -> tuple[Any, Any]:
-        # Always one prompt at a time: the embedding of a prompt never depends on what it was batched with.
-        # Each tokenizer gets only the prefix its encoder reads (engine/prompts.py): same tokens, less work.
-        pipe = self.pipe
-        prompt_embeds, pooled, _ = pipe.encode_prompt(
-            prompt=prompts.bounded(prompt, pipe.tokenizer, pipe.tokenizer_max_length),
-            prompt_2=prompts.bounded(prompt, pipe.tokenizer_2, MAX_SEQUENCE_LENGTH),
-            device=self.placement.device, num_images_per_prompt=1, max_sequence_length=MAX_SEQUENCE_LENGTH,
-        )  # fmt: skip
-        return prompt_embeds, pooled
-
-    def denoise(self, spec: GenerationSpec, prompt_embeds: Any, pooled: Any, image_seeds: list[int],
-                progress: Progress) -> Any:  # fmt: skip
-        def step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            progress.step(step + 1, spec.num_inference_steps)  # may raise JobCancelled: stops between steps
-            return kwargs
-
-        return self.pipe(
-            prompt_embeds=prompt_embeds,
-            pooled_prompt_embeds=pooled,
-            width=spec.width,
-            height=spec.height,
-            num_inference_steps=spec.num_inference_steps,
-            # schnell has no guidance embedding: diffusers ignores this, as fal does. Passed for parity.
-            guidance_scale=spec.guidance_scale,
-            generator=seeds.generators(image_seeds),
-            max_sequence_length=MAX_SEQUENCE_LENGTH,
-            output_type="latent",
-            callback_on_step_end=step_end,
-        ).images
-
-    def decode(self, latents: Any, height: int, width: int) -> Any:
-        """Packed latents -> decoded images in [-1, 1], (N, 3, H, W) on the device, as FluxPipeline decodes."""
-        pipe = self.pipe
-        latents = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
-        latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
-        return pipe.vae.decode(latents, return_dict=False)[0]
+        return encode_text(self.pipe, prompt, self.placement.device)

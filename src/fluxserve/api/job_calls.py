@@ -1,0 +1,55 @@
+"""The store calls the HTTP routes make for a job, off the event loop: submit, read its status, cancel one
+nobody waits for, and forget a sync_mode result once handed out. Shared by the sync route and the queue routes,
+so both speak exactly the same protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from starlette.concurrency import run_in_threadpool
+
+from fluxserve.api.deps import Services
+from fluxserve.api.fal import status_body
+from fluxserve.core.jobs import GenerationSpec, Job, JobStatus, new_job_id
+from fluxserve.store.protocols import Admission
+
+
+async def submit(
+    svc: Services,
+    app_id: str,
+    spec: GenerationSpec,
+    start_timeout_s: float | None = None,
+    webhook_url: str | None = None,
+    key_id: str | None = None,
+    admission: Admission | None = None,
+) -> Job:
+    """Raises store.protocols.QueueFull (nothing stored) when the job does not fit under `admission`."""
+    job = Job(id=new_job_id(), app=app_id, spec=spec, webhook_url=webhook_url, key_id=key_id)
+    if start_timeout_s is not None:
+        job.start_deadline = job.created_at + start_timeout_s
+    await run_in_threadpool(svc.store.submit, job, admission)
+    return job
+
+
+async def abandon(svc: Services, job_id: str) -> None:
+    """Cancel a job nobody will read: queued, it leaves the queue; running, the worker stops it between steps.
+    Shielded, so it still happens when the request's task is being cancelled (the reason we are here)."""
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(svc.store.cancel, job_id)
+
+
+async def forget_if_sync_mode(svc: Services, job: Job) -> None:
+    """sync_mode results are handed out once, never kept (a webhook, if any, still gets its copy)."""
+    if job.spec.sync_mode and job.status is JobStatus.COMPLETED and job.webhook_url is None:
+        await run_in_threadpool(svc.store.drop_output, job.id)
+
+
+async def read_status(svc: Services, job_id: str, base_url: str, with_logs: bool) -> dict[str, Any] | None:
+    job = await run_in_threadpool(svc.store.get, job_id)
+    if job is None:
+        return None
+    position = await run_in_threadpool(svc.store.queue_position, job_id) if job.status is JobStatus.QUEUED else None
+    logs = await run_in_threadpool(svc.store.logs, job_id) if with_logs else None
+    return status_body(job, base_url, position, logs)

@@ -1,0 +1,137 @@
+"""One engine call's jobs: their leases, the progress the engine reports for them, and each job's outcome.
+
+The loop decides each job's outcome once (Batch.decide); the delivery thread records it once, from `finally`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from fluxserve.core.errors import JobCancelled, StoreBusy
+from fluxserve.core.jobs import Job, JobError
+from fluxserve.store.protocols import JobStore
+
+if TYPE_CHECKING:  # the type only: the worker never loads the engine package itself
+    from fluxserve.engine.protocol import Generated
+
+log = logging.getLogger(__name__)
+
+
+# -- what happened to each job, decided by the loop and recorded by the delivery thread ------------------
+
+
+@dataclass(frozen=True)
+class Completed:
+    """Its images exist; recording encodes and stores them, then completes the job."""
+
+    result: Generated
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: JobError
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """Cancelled, or requeued to another worker after its lease lapsed: the store already holds its end."""
+
+
+@dataclass(frozen=True)
+class LeftToLease:
+    """The device is suspect: no end is written; the lease runs out and another worker runs the job."""
+
+
+JobOutcome = Completed | Failed | Cancelled | LeftToLease
+# The end of a job whose outcome was never decided, or whose images were never stored: the worker was
+# interrupted (not by an Exception) in between.
+WORKER_STOPPED = Failed(JobError(500, "internal_error", "The worker stopped before finishing"))
+
+
+class LeaseKeeper:
+    """Renews a batch's leases in the background, however long a single step or its delivery takes."""
+
+    def __init__(self, store: JobStore, job_ids: list[str], worker_id: str, lease_s: float) -> None:
+        self.store, self.job_ids, self.worker_id, self.lease_s = store, job_ids, worker_id, lease_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def start(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.lease_s / 3):
+            for job_id in self.job_ids:  # a job cancelled or requeued meanwhile is noticed at the next step
+                try:
+                    self.store.renew_lease(job_id, self.worker_id, self.lease_s)
+                except StoreBusy:  # the store stayed locked: the next renewal may still come within the lease
+                    log.warning("lease of %s not renewed: the job store stayed locked", job_id)
+
+
+class LeaseKeepers:
+    """Several keepers stopped as one: a batch of jobs whose images were fetched keeps renewing their
+    leases with the keepers that held them during the fetch (no gap in renewals, no join on the loop)."""
+
+    def __init__(self, keepers: list[LeaseKeeper]) -> None:
+        self.keepers = keepers
+
+    def stop(self) -> None:
+        for keeper in self.keepers:
+            keeper.stop()
+
+
+@dataclass
+class Batch:
+    """One pipeline call's jobs, from their claim until each has its terminal state; leased all along."""
+
+    jobs: list[Job]
+    keeper: LeaseKeeper | LeaseKeepers
+    # Redux jobs' input images, fetched before the batch was formed: the decoded image, or the fetch's error.
+    images: dict[str, Future[Any]] = field(default_factory=dict)
+    _outcomes: dict[str, JobOutcome] = field(default_factory=dict, init=False)
+
+    def decide(self, job: Job, outcome: JobOutcome) -> None:
+        """A job's outcome is decided once: the first decision stands (a bad image_url stays a 422 when the
+        engine call then fails the rest)."""
+        self._outcomes.setdefault(job.id, outcome)
+
+    def decide_rest(self, outcome: JobOutcome) -> None:
+        for job in self.jobs:
+            self.decide(job, outcome)
+
+    def outcome(self, job: Job) -> JobOutcome:
+        return self._outcomes.get(job.id, WORKER_STOPPED)
+
+
+class BatchProgress:
+    """The engine's Progress for a batch: log lines to each job, and stop once none of them is ours any more
+    (a job cancelled alone in a batch of several is dropped when the batch ends)."""
+
+    def __init__(self, jobs: list[Job], log_line: Callable[[Job, str], None], is_ours: Callable[[Job], bool]):
+        self.jobs, self.log_line, self.is_ours = jobs, log_line, is_ours
+
+    def stage(self, name: str) -> None:
+        self.check_still_ours()
+        for job in self.jobs:
+            self.log_line(job, name)
+
+    def step(self, step: int, total: int) -> None:
+        for job in self.jobs:
+            self.log_line(job, f"step {step}/{total}")
+        if step < total:
+            self.check_still_ours()
+
+    def check_still_ours(self) -> None:
+        self.jobs = [job for job in self.jobs if self.is_ours(job)]
+        if not self.jobs:
+            raise JobCancelled("every job of the batch was cancelled")
