@@ -46,6 +46,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.gpu_preflight import profiled, top_kernels  # noqa: E402
+
+from fluxserve.core.jobs import GenerationSpec  # noqa: E402
 from fluxserve.core.settings import TINY_MODEL_SUBDIR  # noqa: E402
 from fluxserve.engine.accel import LEVELS, AccelSettings  # noqa: E402
 from fluxserve.engine.flux import FluxEngine  # noqa: E402
@@ -54,7 +56,6 @@ from fluxserve.engine.model_check import require_model_dir  # noqa: E402
 from fluxserve.engine.placement import Placement, resolve_placement  # noqa: E402
 from fluxserve.engine.safety import SafetyChecker  # noqa: E402
 from fluxserve.engine.sampling import MAX_SEQUENCE_LENGTH, generators  # noqa: E402
-from fluxserve.core.jobs import GenerationSpec  # noqa: E402
 
 STOCK = "diffusers (baseline)"
 PROMPT = "a red fox in the snow, morning light"

@@ -52,8 +52,8 @@ def bare_pipeline_ms(model: Path, repeats: int) -> float:
     from fluxserve.api.endpoints import text_to_spec
     from fluxserve.api.schemas import SchnellInput
     from fluxserve.core.settings import EngineSettings
-    from fluxserve.worker.outputs import encode
     from fluxserve.engine.flux import FluxEngine
+    from fluxserve.worker.outputs import encode
 
     engine = FluxEngine.load(EngineSettings(model_path=model, device="cpu"))
     spec = text_to_spec(SchnellInput(**BODY), "http://h", 2048 * 2048)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from fluxserve.cli.main import build_parser, settings_from_args
-from fluxserve.worker.loop import Worker, WorkerConfig
 from fluxserve.blobs.open import open_blobs
+from fluxserve.cli.main import build_parser, settings_from_args
 from fluxserve.store.open import open_store
+from fluxserve.worker.loop import Worker, WorkerConfig
 
 
 @dataclass

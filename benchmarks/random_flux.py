@@ -26,7 +26,14 @@ def full_size_pipeline(device: str, dtype: Any) -> tuple[Any, Any, Any]:
     """(FluxPipeline, safety checker, feature extractor) at full size."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPTextConfig,
+        CLIPTextModel,
+        T5Config,
+        T5EncoderModel,
+    )
 
     from fluxserve.engine.tiny import clip_tokenizer, t5_tokenizer
 

@@ -14,31 +14,37 @@ import httpx
 import pytest
 
 from fluxserve.core.settings import (
+    AdmissionSettings,
     ApiSettings,
     EngineSettings,
-    QueueSettings,
-    Settings,
     RetryPolicy,
+    Settings,
     StorageSettings,
+    StoreSettings,
     UrlPolicy,
+    WaitingSettings,
     WebhookSettings,
 )
 from tests.support.fakes import FakeEngine
 from tests.support.s3_fixtures import s3_blobs, s3_server, s3_settings  # noqa: F401  (fixtures for every test)
-
 
 # Tests send webhooks to receivers on loopback only, which the operator must allow explicitly.
 LOOPBACK_ONLY = UrlPolicy(allowed_networks=("127.0.0.0/8",))
 FAST_WEBHOOKS = WebhookSettings(RetryPolicy(max_attempts=4, first_delay_s=0.2, factor=2.0, timeout_s=5), poll_interval_s=0.05)
 
 
-def make_settings(data_dir: Path, model_path: Path | None = None, queue: dict | None = None, **api: Any) -> Settings:
+def make_settings(
+    data_dir: Path, model_path: Path | None = None, admission: dict | None = None,
+    waiting: dict | None = None, **api: Any,
+) -> Settings:
     api.setdefault("port", 0)
     api.setdefault("tls_port", 0)
     return Settings(
         data_dir=data_dir,
         api=ApiSettings(**api),
-        queue=QueueSettings(db_path=data_dir / "jobs.sqlite3", poll_interval_s=0.01, **(queue or {})),
+        store=StoreSettings(db_path=data_dir / "jobs.sqlite3"),
+        admission=AdmissionSettings(**(admission or {})),
+        waiting=WaitingSettings(poll_interval_s=0.01, **(waiting or {})),
         storage=StorageSettings(root=data_dir / "files"),
         engine=EngineSettings(model_path=model_path or data_dir / "no-model"),
         webhooks=FAST_WEBHOOKS,
@@ -102,16 +108,16 @@ def add_keys(store: Any, *names: str) -> dict[str, dict[str, str]]:
 
 
 def start_live_server(settings: Settings, engine: Any) -> LiveServer:
-    from fluxserve.worker.loop import Worker, WorkerConfig
     from fluxserve.blobs.open import open_blobs
     from fluxserve.processes.api_process import ApiServer
     from fluxserve.processes.worker_process import image_fetcher
     from fluxserve.store.open import open_store
+    from fluxserve.worker.loop import Worker, WorkerConfig
 
     api = ApiServer(settings)
     config = WorkerConfig.from_settings(settings, worker_id="test-worker", idle_sleep_s=0.005)
     blobs = open_blobs(settings.storage)
-    worker = Worker(open_store(settings.queue), blobs, engine, config, images=image_fetcher(settings, blobs))
+    worker = Worker(open_store(settings.store), blobs, engine, config, images=image_fetcher(settings, blobs))
     threads = [
         threading.Thread(target=lambda: asyncio.run(api.serve()), name="api", daemon=True),
         threading.Thread(target=worker.run_forever, name="worker", daemon=True),

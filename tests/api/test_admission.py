@@ -31,8 +31,8 @@ def held():
     engine.gate.set()
 
 
-def serve(tmp_path, engine, **queue):
-    return start_live_server(make_settings(tmp_path, queue=queue), engine)
+def serve(tmp_path, engine, **admission):
+    return start_live_server(make_settings(tmp_path, admission=admission), engine)
 
 
 def until(predicate, timeout=10.0, what="condition"):
@@ -121,7 +121,7 @@ def test_fal_max_queue_length_rejects_only_when_more_than_n_are_waiting(tmp_path
 
 
 def test_one_keys_flood_leaves_room_for_another_key(tmp_path, held):
-    server = start_live_server(make_settings(tmp_path, auth=True, queue={"max_queued_per_key": 3}), held)
+    server = start_live_server(make_settings(tmp_path, auth=True, admission={"max_queued_per_key": 3}), held)
     headers = {}
     for name in ("flood", "other"):
         key, credential = new_key(name)
@@ -190,14 +190,14 @@ def test_a_running_sync_job_whose_client_hangs_up_stops_between_steps(tmp_path, 
     assert len(list((tmp_path / "files").iterdir())) == 1, "only the next job stored an image"
 
 
-def test_the_per_key_share_is_an_operator_flag_with_its_default_from_queue_settings(tmp_path):
+def test_the_per_key_share_is_an_operator_flag_with_its_default_from_admission_settings(tmp_path):
     from fluxserve.cli.main import build_parser, settings_from_args
-    from fluxserve.core.settings import QueueSettings
+    from fluxserve.core.settings import AdmissionSettings
 
     def queue(argv, env=None):
         args = build_parser(env or {}).parse_args(["serve", "--data-dir", str(tmp_path), *argv])
-        return settings_from_args(args).queue
+        return settings_from_args(args).admission
 
-    assert queue([]).max_queued_per_key == QueueSettings(db_path=tmp_path).max_queued_per_key == 1_000
+    assert queue([]).max_queued_per_key == AdmissionSettings().max_queued_per_key == 1_000
     assert queue(["--max-queued-per-key", "7"]).max_queued_per_key == 7
     assert queue([], {"FLUXSERVE_MAX_QUEUED_PER_KEY": "0"}).max_queued_per_key == 0

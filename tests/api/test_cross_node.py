@@ -15,7 +15,7 @@ from tests.support.fakes import FakeEngine
 def redis_settings(tmp_path, redis_server, name):
     settings = make_settings(tmp_path / name)
     url = redis_server.url
-    return dataclasses.replace(settings, queue=dataclasses.replace(settings.queue, store_url=url))
+    return dataclasses.replace(settings, store=dataclasses.replace(settings.store, store_url=url))
 
 
 def test_any_node_answers_and_cancels_for_any_other(tmp_path, redis_server):

@@ -10,8 +10,8 @@ import time
 
 from PIL import Image
 
-from fluxserve.cli.main import build_parser
 from fluxserve.cli.generate import run_generate
+from fluxserve.cli.main import build_parser
 
 
 def generate(server, out, *flags):

@@ -8,7 +8,6 @@ with `requestMiddleware` (fal-protocol.md §1.3, JavaScript) and prints one JSON
 from __future__ import annotations
 
 import base64
-
 import json
 import shutil
 import subprocess

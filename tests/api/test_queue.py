@@ -214,7 +214,7 @@ def test_status_stream(fake_server, fake_engine):
 def test_status_stream_keep_alive(tmp_path):
     engine = FakeEngine()
     engine.gate.clear()
-    server = start_live_server(make_settings(tmp_path, queue={"keepalive_s": 0.1}), engine)
+    server = start_live_server(make_settings(tmp_path, waiting={"keepalive_s": 0.1}), engine)
     try:
         with server.client() as http:
             handle = submit(http)
@@ -231,7 +231,7 @@ def test_status_stream_keep_alive(tmp_path):
 def test_queue_full_answers_429(tmp_path):
     engine = FakeEngine()
     engine.gate.clear()
-    server = start_live_server(make_settings(tmp_path, queue={"max_queue_length": 2}), engine)
+    server = start_live_server(make_settings(tmp_path, admission={"max_queue_length": 2}), engine)
     try:
         with server.client() as http:
             submit(http)  # running

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import fal_client
 import pytest
 
-from fluxserve.processes.upkeep import Upkeep
 from fluxserve.blobs.uploads import Uploads
+from fluxserve.processes.upkeep import Upkeep
 from tests.api.test_served_files import PNG
 from tests.conftest import add_keys, make_settings, start_live_server
 from tests.support.fakes import FakeEngine
@@ -124,7 +124,8 @@ def test_uploads_are_swept_after_their_retention(secured):
         output = http.post(RUN, json={"prompt": "x", "image_size": "square"}, headers=keys["alice"])
         settings = server.api.settings
         later = Uploads(server.api.blobs, settings.storage, clock=lambda: time.time() + 3600 * 24 + 60)
-        Upkeep(server.store, server.api.blobs, settings.queue, uploads=later).sweep(time.time())
+        upkeep = Upkeep(server.store, server.api.blobs, settings.upkeep, settings.leases, uploads=later)
+        upkeep.sweep(time.time())
         assert http.get(init["file_url"]).status_code == 404
         assert http.put(unused["upload_url"], content=PNG).status_code == 403, "its grant was swept too"
         assert later.active(key_id(keys["alice"])) == 0

@@ -50,6 +50,7 @@ def test_bench_engine_smoke(tiny_model_dir, tmp_path):
 
 def test_the_stock_baseline_runs_the_eager_modules_whatever_level_ran_before(tiny_model_dir, monkeypatch):
     from benchmarks.bench_engine import StockPipeline, engine_from, module_state
+
     from fluxserve.engine.accel import AccelSettings
     from fluxserve.engine.loading import load_flux_pipeline
     from fluxserve.engine.placement import resolve_placement
@@ -82,6 +83,7 @@ def test_a_level_that_fails_is_measured_without_its_riskiest_switch(tiny_model_d
     import argparse
 
     from benchmarks.bench_engine import Bench, Deadline, Results, StockPipeline, engine_from, run_meta
+
     from fluxserve.engine.accel import AccelSettings
     from fluxserve.engine.loading import load_flux_pipeline
     from fluxserve.engine.placement import resolve_placement
@@ -163,8 +165,8 @@ def test_the_full_size_engine_the_gpu_run_builds_constructs_on_the_meta_device()
     import argparse
 
     import torch
-
     from benchmarks.bench_engine import StockPipeline, load_engine
+
     from fluxserve.engine.accel import AccelSettings
 
     args = argparse.Namespace(random_full_size=True, device="meta", model=None, dtype="auto", out="unused")

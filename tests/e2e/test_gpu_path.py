@@ -236,8 +236,9 @@ def test_low_memory_mode_quantises_in_cpu_memory_and_offloads_without_moving_the
     """--memory low at full size, built on the meta device: weight-only fp8 block linears, diffusers' model
     offload, and never a move of the whole pipeline (~34 GB) to the GPU."""
     from benchmarks.random_flux import full_size_pipeline
-    from fluxserve.engine.placement import Placement
+
     from fluxserve.engine.flux import LOW_MEMORY_DISABLED, fit_small_gpu
+    from fluxserve.engine.placement import Placement
 
     pipe, _, _ = full_size_pipeline("meta", torch.bfloat16)
     offloaded, moved = [], []
@@ -268,10 +269,10 @@ def test_a_pipeline_for_offload_is_loaded_without_moving_it(tiny_model_dir, monk
 
 
 def test_fp8_is_per_row_on_the_block_linears_only():
-    from torchao.quantization import PerRow
-
     from benchmarks.random_flux import building_on
     from diffusers import FluxTransformer2DModel
+    from torchao.quantization import PerRow
+
     from fluxserve.engine.switches import fp8_config, fp8_eligible
 
     config = fp8_config(AccelSettings())

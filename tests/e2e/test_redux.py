@@ -142,8 +142,8 @@ def test_js_style_initiate_and_put_upload(tiny_server):
 
 
 def test_generate_command_with_a_local_redux_image(tiny_server, tmp_path):
-    from fluxserve.cli.main import build_parser
     from fluxserve.cli.generate import run_generate
+    from fluxserve.cli.main import build_parser
 
     source = tmp_path / "input.png"
     Image.new("RGB", (40, 40), (90, 200, 10)).save(source)

@@ -8,7 +8,7 @@ import io
 import httpx
 from PIL import Image
 
-from fluxserve.core.settings import UrlPolicy
+from fluxserve.core.settings import S3Settings, UrlPolicy
 from tests.conftest import make_settings, start_live_server
 from tests.support.s3_fixtures import TEST_REGION
 
@@ -16,12 +16,12 @@ from tests.support.s3_fixtures import TEST_REGION
 def test_outputs_live_in_the_bucket_and_feed_redux(tmp_path, tiny_engine, s3_server, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    from fluxserve.blobs.s3 import S3BlobStore, S3Settings
+    from fluxserve.blobs.s3 import S3BlobStore
 
     S3BlobStore.open(S3Settings(bucket="images", endpoint_url=s3_server, region=TEST_REGION), create_bucket=True)
     settings = make_settings(tmp_path, redux_enabled=True)
-    storage = dataclasses.replace(settings.storage, s3_url="s3://images/outputs", s3_endpoint=s3_server,
-                                  s3_region=TEST_REGION)  # fmt: skip
+    bucket = S3Settings(bucket="images", prefix="outputs/", endpoint_url=s3_server, region=TEST_REGION)
+    storage = dataclasses.replace(settings.storage, s3=bucket)
     # Loopback (where moto listens) is NOT allowed for fetched URLs: Redux must read its input from storage.
     settings = dataclasses.replace(settings, storage=storage, urls=UrlPolicy())
     server = start_live_server(settings, tiny_engine)

@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from fluxserve.core.errors import ModelLoadError
 from fluxserve.core.settings import EngineSettings
 from fluxserve.engine.checkpoints import load_transformer
+from fluxserve.engine.flux import FluxEngine
 from fluxserve.engine.model_check import require_model
 from fluxserve.engine.placement import Placement
-from fluxserve.engine.flux import FluxEngine
-from fluxserve.core.errors import ModelLoadError
 from tests.support.bfl_format import to_bfl
 from tests.support.specs import make_spec
 

@@ -56,8 +56,8 @@ def test_same_seed_same_bytes_after_reloading_the_model(tiny_server, tiny_model_
     from fluxserve.api.endpoints import text_to_spec
     from fluxserve.api.schemas import SchnellInput
     from fluxserve.core.settings import EngineSettings
-    from fluxserve.worker.outputs import encode
     from fluxserve.engine.flux import FluxEngine
+    from fluxserve.worker.outputs import encode
 
     request = {"prompt": "a photo of a cat", "image_size": SMALL, "seed": 11, "output_format": "png"}
     _, (served,) = generate(tiny_server, **request)

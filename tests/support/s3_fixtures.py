@@ -33,7 +33,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def s3_settings(s3_server: str) -> Any:
     """Settings for a bucket name no other test uses; the bucket itself is not created."""
-    from fluxserve.blobs.s3 import S3Settings
+    from fluxserve.core.settings import S3Settings
 
     bucket = f"test-{uuid.uuid4().hex[:20]}"
     return S3Settings(bucket=bucket, endpoint_url=s3_server, region=TEST_REGION, **TEST_CREDENTIALS)

@@ -10,9 +10,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from fluxserve.core.errors import NotFound
 from fluxserve.blobs.local import LocalBlobStore
-from fluxserve.blobs.s3 import S3BlobStore, S3Settings, parse_s3_url
+from fluxserve.blobs.s3 import S3BlobStore
+from fluxserve.core.errors import NotFound
+from fluxserve.core.settings import S3Settings, parse_s3_url
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # a PNG signature, not a real image: stores must not care
 JPEG = b"\xff\xd8\xffjpeg"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fluxserve.cli.main import build_parser, settings_from_args
+from fluxserve.core.settings import StoreSettings
 
 
 def settings(argv, env=None):
@@ -18,7 +19,7 @@ def settings(argv, env=None):
 def test_defaults_are_the_embedded_setup():
     s = settings([])
     assert (s.api.host, s.api.port, s.api.tls_port) == ("127.0.0.1", 8000, 8443)
-    assert s.queue.db_path == Path("data/jobs.sqlite3")
+    assert s.store == StoreSettings(db_path=Path("data/jobs.sqlite3"), store_url=None)
     assert s.storage.root == Path("data/files")
     assert s.engine.model_path == Path("data/models/flux-schnell-tiny")
     assert (s.engine.device, s.engine.dtype) == ("auto", "auto")
@@ -29,7 +30,7 @@ def test_flags_override():
     s = settings(["--port", "9000", "--tls-port", "9443", "--data-dir", "/tmp/x", "--model", "/m",
                   "--device", "cpu", "--dtype", "bfloat16", "--safety-checker", "none"])  # fmt: skip
     assert (s.api.port, s.api.tls_port, s.data_dir) == (9000, 9443, Path("/tmp/x"))
-    assert s.queue.db_path == Path("/tmp/x/jobs.sqlite3")
+    assert s.store.db_path == Path("/tmp/x/jobs.sqlite3")
     assert s.engine.model_path == Path("/m") and s.engine.dtype == "bfloat16"
     assert s.engine.safety_disabled and s.engine.safety_checker_path is None
 
@@ -51,7 +52,7 @@ def test_fetch_limits_and_url_policy_flags():
 def test_performance_flags():
     s = settings(["--batch-size", "8", "--batch-window-ms", "25", "--text-cache", "3", "--compile", "off",
                   "--disable-accel", "fused_qkv, channels_last_vae", "--fp8", "on"])  # fmt: skip
-    assert (s.queue.max_batch, s.queue.batch_window_s, s.engine.text_cache_size) == (8, 0.025, 3)
+    assert (s.worker.max_batch, s.worker.batch_window_s, s.engine.text_cache_size) == (8, 0.025, 3)
     accel = s.engine.accel
     assert accel.disabled == {"fused_qkv", "channels_last_vae"} and accel.compile == "off" and accel.fp8 == "on"
 
@@ -78,7 +79,7 @@ def test_a_count_flag_refuses_zero_naming_the_flag(capsys):
 
 
 def test_each_default_is_written_once_flag_settings_and_component_agree():
-    from fluxserve.core.settings import QueueSettings, RetryPolicy, Settings, UrlPolicy
+    from fluxserve.core.settings import RetryPolicy, Settings, UrlPolicy
     from fluxserve.net import safe_http, webhooks
     from fluxserve.worker.loop import WorkerConfig
 
@@ -94,10 +95,60 @@ def test_each_default_is_written_once_flag_settings_and_component_agree():
     assert s.webhooks.retry == RetryPolicy()
     config, defaults = WorkerConfig.from_settings(s), WorkerConfig()
     assert config.fetch_concurrency == defaults.fetch_concurrency == Settings.fetch_concurrency
-    queue = QueueSettings(db_path=s.queue.db_path)
-    assert s.queue == queue
     assert (config.lease_s, config.max_attempts, config.max_batch, config.batch_window_s, config.max_per_key) == (
         defaults.lease_s, defaults.max_attempts, defaults.max_batch, defaults.batch_window_s, defaults.max_per_key)
+
+
+def test_each_consumer_has_its_own_settings_and_the_flags_default_to_them():
+    from fluxserve.blobs import s3
+    from fluxserve.core.settings import (
+        MAX_PRESIGN_SECONDS,
+        AdmissionSettings,
+        LeaseSettings,
+        S3Settings,
+        UpkeepSettings,
+        WaitingSettings,
+        WorkerSettings,
+    )  # fmt: skip
+    from fluxserve.worker.loop import WorkerConfig
+
+    args = build_parser({}).parse_args(["serve"])
+    s = settings_from_args(args)
+    assert (s.admission, s.leases, s.worker, s.upkeep) == (
+        AdmissionSettings(), LeaseSettings(), WorkerSettings(), UpkeepSettings())
+    assert s.waiting == WaitingSettings()  # no flag: the API process always waits this way
+    assert (args.max_queue_length, args.max_queued_per_key) == (10_000, 1_000)
+    assert (args.lease_seconds, args.max_attempts, args.retention_hours) == (30.0, 3, 7 * 24)
+    assert (args.batch_size, args.batch_window_ms, args.max_running_per_key) == (4, 10, 0)
+    config = WorkerConfig()
+    assert (config.lease_s, config.max_attempts) == (s.leases.lease_s, s.leases.max_attempts)
+    assert (config.max_batch, config.batch_window_s, config.max_per_key) == (
+        s.worker.max_batch, s.worker.batch_window_s, s.worker.max_running_per_key)
+    # One S3 settings class: the blob store enforces the very class the flags fill, presign cap included.
+    assert s3.S3Settings is S3Settings and s.storage.s3 is None
+    assert args.s3_presign_seconds == S3Settings.presign_seconds == MAX_PRESIGN_SECONDS == 7 * 24 * 3600
+
+
+def test_each_setting_flag_reaches_its_consumer():
+    s = settings(["--max-queue-length", "5", "--max-queued-per-key", "2", "--lease-seconds", "9",
+                  "--max-attempts", "4", "--retention-hours", "2", "--max-running-per-key", "1",
+                  "--store", "redis://r:6379/1"])  # fmt: skip
+    assert (s.admission.max_queue_length, s.admission.max_queued_per_key) == (5, 2)
+    assert (s.leases.lease_s, s.leases.max_attempts, s.upkeep.retention_s) == (9.0, 4, 7200.0)
+    assert s.worker.max_running_per_key == 1 and s.store.store_url == "redis://r:6379/1"
+
+
+def test_blobs_flags_build_the_bucket_settings_and_refuse_a_bad_one_at_once():
+    from fluxserve.core.settings import S3Settings
+
+    s = settings(["--blobs", "s3://images/out", "--s3-endpoint", "http://minio:9000", "--s3-region", "eu",
+                  "--s3-public-url", "https://cdn.example/", "--s3-presign-seconds", "600"])  # fmt: skip
+    assert s.storage.s3 == S3Settings(
+        bucket="images", prefix="out/", endpoint_url="http://minio:9000", region="eu",
+        public_base_url="https://cdn.example/", presign_seconds=600,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="presign_seconds"):
+        settings(["--blobs", "s3://images", "--s3-presign-seconds", str(7 * 24 * 3600 + 1)])
 
 
 def test_keys_and_usage_take_only_the_store_flags(capsys):

@@ -9,8 +9,8 @@ import time
 import uuid
 from typing import Callable
 
-from fluxserve.core.jobs import Job, new_job_id
 from fluxserve.blobs.local import LocalBlobStore
+from fluxserve.core.jobs import Job, new_job_id
 from fluxserve.store.redis import RedisJobStore
 from fluxserve.store.sqlite import SQLiteJobStore
 from fluxserve.worker.loop import Worker, WorkerConfig

@@ -12,12 +12,11 @@ import re
 from pathlib import Path
 
 import pytest
+from benchmarks.gpu_preflight import GPU_MARKERS, check_requirements
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-
-from benchmarks.gpu_preflight import GPU_MARKERS, check_requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_TORCH = "2.11.0"

@@ -8,6 +8,7 @@ import io
 import pytest
 from PIL import Image
 
+from fluxserve.blobs.local import LocalBlobStore
 from fluxserve.net.image_inputs import (
     ImageFetcher,
     ImageInputError,
@@ -19,7 +20,6 @@ from fluxserve.net.image_inputs import (
     own_file_key,
 )
 from fluxserve.net.safe_http import GuardedBackend, UrlPolicy
-from fluxserve.blobs.local import LocalBlobStore
 
 
 def encoded(fmt: str, size=(8, 6), **kwargs) -> bytes:

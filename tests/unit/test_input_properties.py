@@ -21,9 +21,9 @@ from fluxserve.api import errors, json_limits
 from fluxserve.api.body_limits import RouteLimits
 from fluxserve.api.endpoints import ENDPOINTS
 from fluxserve.api.schemas import ImageSize, ImageSizePreset, ReduxInput, SchnellInput
+from fluxserve.core.errors import InputError
 from fluxserve.core.settings import ApiSettings
 from fluxserve.engine import prompts
-from fluxserve.core.errors import InputError
 from tests.conftest import make_settings, start_live_server
 from tests.support.fakes import FakeEngine
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from fluxserve.engine.model_check import check_model_dir, require_model_dir
 from fluxserve.core.errors import ModelLoadError
+from fluxserve.engine.model_check import check_model_dir, require_model_dir
 
 
 @pytest.fixture
@@ -78,8 +78,8 @@ def test_serve_without_a_safety_checker_says_how_to_proceed(model_copy, tmp_path
 
 
 def test_serve_with_a_single_file_and_no_base_names_what_is_missing(tmp_path):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     path = tmp_path / "flux1-schnell.safetensors"
     save_file({"x_embedder.weight": torch.zeros(2, 2), "transformer_blocks.0.x": torch.zeros(1)}, str(path))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fluxserve.core import sizing
 from fluxserve.api.endpoints import text_to_spec
 from fluxserve.api.schemas import SchnellInput
+from fluxserve.core import sizing
 from fluxserve.core.errors import InputError
 from fluxserve.core.jobs import GenerationSpec
 

@@ -19,9 +19,9 @@ from fluxserve.core.errors import StoreBusy
 from fluxserve.core.jobs import Job, JobStatus, new_job_id
 from fluxserve.store.sqlite import SQLiteJobStore
 from tests.conftest import make_settings, start_live_server, wait_ready
+from tests.support.claiming import claim_one
 from tests.support.fakes import FakeEngine
 from tests.support.specs import SPEC
-from tests.support.claiming import claim_one
 
 pytestmark = pytest.mark.abuse
 
@@ -116,11 +116,11 @@ def test_a_lock_past_the_budget_fails_that_one_operation_and_reads_go_on(tmp_pat
 
 def test_a_worker_outlives_a_lock_past_its_budget(tmp_path):
     """The operation that ran out of budget fails; the worker (and its loaded model) does not."""
-    from fluxserve.worker.loop import Worker, WorkerConfig
     from fluxserve.blobs.open import open_blobs
+    from fluxserve.worker.loop import Worker, WorkerConfig
 
     settings = make_settings(tmp_path)
-    path = settings.queue.db_path
+    path = settings.store.db_path
     store = SQLiteJobStore.open(path, busy_timeout_s=0.05, retry_budget_s=0.3)
     config = WorkerConfig.from_settings(settings, worker_id="w", idle_sleep_s=0.005)
     worker = Worker(store, open_blobs(settings.storage), FakeEngine(), config)

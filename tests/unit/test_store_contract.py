@@ -9,12 +9,12 @@ import uuid
 import pytest
 
 from fluxserve.core.jobs import Job, JobError, JobStatus, LogLine, new_job_id
-from fluxserve.store.sqlite import SQLiteJobStore
 from fluxserve.store.scheduling import ClaimPolicy, batch_key
+from fluxserve.store.sqlite import SQLiteJobStore
+from tests.support.claiming import claim_one
 from tests.support.scheduling_cases import CASES
 from tests.support.specs import SPEC, make_spec
 from tests.support.store_fixtures import clock, store  # noqa: F401  (both backends)
-from tests.support.claiming import claim_one
 
 
 def submit(store, app="fal-ai/flux/schnell") -> Job:

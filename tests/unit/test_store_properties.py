@@ -16,11 +16,16 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    Bundle, RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test,
+    Bundle,
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
 )  # fmt: skip
 
-from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus, can_transition, new_job_id
 from fluxserve.core.accounts import megapixels
+from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus, can_transition, new_job_id
 from fluxserve.store.protocols import Admission, QueueFull
 from fluxserve.store.scheduling import Candidate, ClaimPolicy, KeyLoad, batch_key, plan
 from fluxserve.store.sqlite import SQLiteJobStore

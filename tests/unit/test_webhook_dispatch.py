@@ -7,9 +7,9 @@ import threading
 
 from fluxserve.cli.main import build_parser, settings_from_args
 from fluxserve.net.safe_http import Response
-from fluxserve.processes.api_process import webhook_dispatcher
 from fluxserve.net.webhook_dispatch import WebhookDispatcher
 from fluxserve.net.webhooks import RetryPolicy, WebhookSigner
+from fluxserve.processes.api_process import webhook_dispatcher
 from tests.support.store_fixtures import clock, finished_with_webhook, store  # noqa: F401  (both backends)
 from tests.support.waits import wait_until
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from fluxserve.store.protocols import LOST_ATTEMPT_ERROR
 from fluxserve.net.safe_http import Response
 from fluxserve.net.webhook_dispatch import WebhookDispatcher
 from fluxserve.net.webhooks import RetryPolicy, WebhookSigner
+from fluxserve.store.protocols import LOST_ATTEMPT_ERROR
 from tests.support.store_fixtures import clock, finished_with_webhook, store  # noqa: F401  (both backends)
 
 pytestmark = pytest.mark.abuse

@@ -6,11 +6,11 @@ import logging
 import threading
 import time
 
+from fluxserve.blobs.local import LocalBlobStore
 from fluxserve.core.settings import WarmupSettings
 from fluxserve.core.worker_state import WorkerState
-from fluxserve.worker.loop import Worker, WorkerConfig
 from fluxserve.store.sqlite import SQLiteJobStore
-from fluxserve.blobs.local import LocalBlobStore
+from fluxserve.worker.loop import Worker, WorkerConfig
 from tests.support.fakes import CPU_DESCRIPTION, FakeEngine
 
 H200 = {

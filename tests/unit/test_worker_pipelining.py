@@ -8,13 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from fluxserve.worker.loop import FatalWorkerError, Worker, WorkerConfig
+from fluxserve.blobs.local import LocalBlobStore
 from fluxserve.core.jobs import JobStatus
 from fluxserve.store.sqlite import SQLiteJobStore
-from fluxserve.blobs.local import LocalBlobStore
+from fluxserve.worker.loop import FatalWorkerError, Worker, WorkerConfig
 from tests.support.fakes import FakeEngine, HeldBlobs
-from tests.support.worker_rig import Rig
 from tests.support.waits import wait_until
+from tests.support.worker_rig import Rig
+
 
 @pytest.fixture
 def rig(tmp_path) -> Iterator[Rig]:

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from fluxserve.worker.loop import FatalWorkerError, Worker, WorkerConfig
-from fluxserve.net.image_inputs import ImageInputError
-from fluxserve.core.jobs import JobStatus
-from fluxserve.store.sqlite import SQLiteJobStore
 from fluxserve.blobs.local import LocalBlobStore
+from fluxserve.core.jobs import JobStatus
+from fluxserve.net.image_inputs import ImageInputError
+from fluxserve.store.sqlite import SQLiteJobStore
+from fluxserve.worker.loop import FatalWorkerError, Worker, WorkerConfig
 from tests.support.fakes import FakeEngine, HeldBlobs
 from tests.support.waits import wait_until
 from tests.support.worker_rig import Rig

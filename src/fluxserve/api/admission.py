@@ -1,6 +1,6 @@
 """Who may join the queue: the operator's caps and fal's `fal_max_queue_length`, as one store Admission.
 
-The store checks the Admission in the same transaction as the insert (queue/base.py), so the caps hold exactly
+The store checks the Admission in the same transaction as the insert (store/protocols.py), so the caps hold exactly
 under racing submits; this module only builds it from the request and turns a refusal into fal's 429.
 """
 
@@ -24,12 +24,12 @@ def admission(
     svc: Services = Depends(services),
 ) -> Admission:
     """A dependency for every route that creates a job (queue submit and the sync endpoint alike)."""
-    cap = svc.queue.max_queue_length
+    cap = svc.admission.max_queue_length
     if fal_max_queue_length is not None:
         # fal: "reject with 429 if the queue already has more than this many requests waiting", so the job is
         # admitted while at most N wait: fewer than N + 1. N = 0 admits only into an empty queue.
         cap = min(cap, fal_max_queue_length + 1)
-    return Admission(max_queued=cap, max_queued_per_key=svc.queue.max_queued_per_key)
+    return Admission(max_queued=cap, max_queued_per_key=svc.admission.max_queued_per_key)
 
 
 def refusal(exc: QueueFull, svc: Services) -> JSONResponse:
@@ -37,7 +37,7 @@ def refusal(exc: QueueFull, svc: Services) -> JSONResponse:
     if exc.scope == "key":
         detail = (f"This API key already has {exc.limit} requests waiting (the server's per-key share of the "
                   "queue); try again when some have started")  # fmt: skip
-    elif exc.limit < svc.queue.max_queue_length:
+    elif exc.limit < svc.admission.max_queue_length:
         detail = f"More than {exc.limit - 1} requests are waiting (fal_max_queue_length={exc.limit - 1})"
     else:
         detail = f"Queue is full ({exc.limit} requests waiting); try again later"

@@ -8,20 +8,20 @@ from fastapi import FastAPI
 
 import fluxserve
 from fluxserve.api import body_limits, errors, rate_limit, security_headers
-from fluxserve.api.responses import COMMON
-from fluxserve.api.waiting import ChangeFeed
 from fluxserve.api.deps import Services
+from fluxserve.api.responses import COMMON
 from fluxserve.api.routes import docs, files, metrics, ops, playground, queue, run, usage
 from fluxserve.api.routes import uploads as upload_routes
-from fluxserve.core.settings import ApiSettings, QueueSettings
-from fluxserve.store.protocols import JobStore
+from fluxserve.api.waiting import ChangeFeed
 from fluxserve.blobs.base import BlobStore
 from fluxserve.blobs.uploads import Uploads
+from fluxserve.core.settings import AdmissionSettings, ApiSettings, WaitingSettings
+from fluxserve.store.protocols import JobStore
 
 
 def create_app(
-    api: ApiSettings, queue_settings: QueueSettings, store: JobStore, blobs: BlobStore, signer: Any = None,
-    *, uploads: Uploads, webhook_targets: Any = None,
+    api: ApiSettings, store: JobStore, blobs: BlobStore, signer: Any = None, *, admission: AdmissionSettings,
+    waiting: WaitingSettings, uploads: Uploads, webhook_targets: Any = None,
 ) -> FastAPI:
     app = FastAPI(
         title="fluxserve",
@@ -32,8 +32,8 @@ def create_app(
     )
     changes = ChangeFeed(store)
     app.state.services = Services(
-        api=api, queue=queue_settings, store=store, blobs=blobs, signer=signer, changes=changes,
-        webhook_targets=webhook_targets,
+        api=api, admission=admission, waiting=waiting, store=store, blobs=blobs, signer=signer,
+        changes=changes, webhook_targets=webhook_targets,
     )
     app.state.uploads = uploads
     errors.install(app)

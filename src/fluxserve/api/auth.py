@@ -13,9 +13,10 @@ from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.deps import Services, services
-from fluxserve.core.errors import FluxserveError
 from fluxserve.core.accounts import hash_secret
+from fluxserve.core.errors import FluxserveError
 from fluxserve.core.jobs import Job
+
 
 class Unauthorized(FluxserveError):
     pass

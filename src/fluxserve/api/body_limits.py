@@ -30,7 +30,7 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-# The raw-body routes of routes/storage.py: POST /files/upload and PUT /storage/upload/{key}.
+# The raw-body routes of routes/uploads.py: POST /files/upload and PUT /storage/upload/{key}.
 UPLOAD_PATH = "/files/upload"
 UPLOAD_PREFIX = "/storage/upload/"
 NOT_AN_UPLOAD = "/storage/upload/initiate"

@@ -8,15 +8,16 @@ from typing import Any
 from fastapi import Request
 
 from fluxserve.api.rate_limit import SubmitRateLimiter
-from fluxserve.core.settings import ApiSettings, QueueSettings
-from fluxserve.store.protocols import JobStore
 from fluxserve.blobs.base import BlobStore
+from fluxserve.core.settings import AdmissionSettings, ApiSettings, WaitingSettings
+from fluxserve.store.protocols import JobStore
 
 
 @dataclass(frozen=True)
 class Services:
     api: ApiSettings
-    queue: QueueSettings
+    admission: AdmissionSettings
+    waiting: WaitingSettings
     store: JobStore
     blobs: BlobStore
     # Signs webhooks; its public keys are published at /.well-known/jwks.json.

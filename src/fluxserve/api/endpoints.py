@@ -8,12 +8,12 @@ from typing import Callable
 
 from pydantic import BaseModel
 
-from fluxserve.core import sizing
 from fluxserve.api.schemas import ReduxInput, SchnellInput, requested_size
-from fluxserve.core.settings import ApiSettings
+from fluxserve.core import sizing
 from fluxserve.core.errors import InputError, Unavailable
-from fluxserve.net.image_inputs import ImageInputError, check_image_url
 from fluxserve.core.jobs import GenerationSpec
+from fluxserve.core.settings import ApiSettings
+from fluxserve.net.image_inputs import ImageInputError, check_image_url
 
 # Random seeds are drawn below 2**32, the range of the seeds in fal's own responses.
 RANDOM_SEED_BOUND = 2**32

@@ -92,7 +92,8 @@ class StoreCollector:
 
 
 def http_metrics(registry: Any) -> tuple[Any, Any]:
-    from prometheus_client import Counter, Histogram as PromHistogram
+    from prometheus_client import Counter
+    from prometheus_client import Histogram as PromHistogram
 
     requests = Counter("fluxserve_http_requests", "HTTP requests by route and status", ["method", "route", "status"],
                        registry=registry)  # fmt: skip

@@ -69,4 +69,4 @@ async def wait_for_terminal(svc: Services, job_id: str, abandoned: asyncio.Event
             return job
         if abandoned is not None and abandoned.is_set():
             return None
-        await svc.changes.wait(svc.queue.poll_interval_s)
+        await svc.changes.wait(svc.waiting.poll_interval_s)

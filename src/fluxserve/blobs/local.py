@@ -6,9 +6,9 @@ import os
 import uuid
 from pathlib import Path
 
-from fluxserve.core.errors import NotFound
 from fluxserve.blobs.base import FILES_ROUTE, KEY_PATTERN, RECORDS_DIR, check_record_name, new_blob_key
 from fluxserve.blobs.content_types import served_type
+from fluxserve.core.errors import NotFound
 
 
 class LocalBlobStore:

@@ -7,15 +7,10 @@ from fluxserve.core.settings import StorageSettings
 
 
 def open_blobs(storage: StorageSettings) -> BlobStore:
-    if storage.s3_url is None:
+    if storage.s3 is None:
         from fluxserve.blobs.local import LocalBlobStore
 
         return LocalBlobStore.open(storage.root)
-    from fluxserve.blobs.s3 import S3BlobStore, S3Settings, parse_s3_url
+    from fluxserve.blobs.s3 import S3BlobStore
 
-    bucket, prefix = parse_s3_url(storage.s3_url)
-    s3 = S3Settings(
-        bucket=bucket, prefix=prefix, endpoint_url=storage.s3_endpoint, region=storage.s3_region,
-        public_base_url=storage.s3_public_url, presign_seconds=storage.s3_presign_seconds,
-    )  # fmt: skip
-    return S3BlobStore.open(s3)
+    return S3BlobStore.open(storage.s3)

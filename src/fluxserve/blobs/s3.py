@@ -7,66 +7,20 @@ else is refused, so a caller-supplied key can never address another object in th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from fluxserve.core.errors import NotFound
-from fluxserve.blobs.content_types import served_type
 from fluxserve.blobs.base import KEY_PATTERN, RECORDS_DIR, check_record_name, new_blob_key
+from fluxserve.blobs.content_types import served_type
+from fluxserve.core.errors import NotFound
+from fluxserve.core.settings import S3Settings, normalize_prefix
 
-# SigV4 presigned URLs live at most 7 days; S3 refuses longer ones when they are used, not when signed.
-MAX_PRESIGN_SECONDS = 7 * 24 * 3600
-ADDRESSING_STYLES = ("path", "virtual", "auto")
 # Error codes S3-compatible services use for "no such object" (HEAD answers a bare 404 without a body).
 MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 MISSING_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
 # What a conditional PUT (If-None-Match: *) answers when the key is taken, or being written concurrently.
 TAKEN_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-
-
-def normalize_prefix(prefix: str) -> str:
-    """'' stays ''; 'a/b' and '/a/b/' become 'a/b/', so prefix + key is always a clean object key."""
-    prefix = prefix.strip("/")
-    return f"{prefix}/" if prefix else ""
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """'s3://bucket/some/prefix' -> ('bucket', 'some/prefix/'); the prefix as normalize_prefix leaves it."""
-    parts = urlsplit(url)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise ValueError(f"not an s3://bucket[/prefix] URL: {url!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"an s3:// URL takes no query or fragment: {url!r}")
-    return parts.netloc, normalize_prefix(parts.path)
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """Where the bucket is and how clients reach its objects. None credentials: boto3's usual chain."""
-
-    bucket: str
-    prefix: str = ""
-    endpoint_url: str | None = None  # None: AWS itself; set it for MinIO, R2, moto
-    region: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    public_base_url: str | None = None  # a CDN or public bucket URL; without it url() presigns
-    presign_seconds: int = MAX_PRESIGN_SECONDS
-    addressing_style: str = "path"  # path-style works on MinIO/moto without wildcard DNS
-
-    def __post_init__(self) -> None:
-        # Fail at startup, not on the first request, when the configuration cannot work.
-        if not self.bucket:
-            raise ValueError("S3 bucket name is empty")
-        if not 1 <= self.presign_seconds <= MAX_PRESIGN_SECONDS:
-            raise ValueError(f"presign_seconds must be 1..{MAX_PRESIGN_SECONDS}, not {self.presign_seconds}")
-        if self.addressing_style not in ADDRESSING_STYLES:
-            style = self.addressing_style
-            raise ValueError(f"addressing_style must be one of {ADDRESSING_STYLES}, not {style!r}")
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("give both access_key_id and secret_access_key, or neither")
 
 
 def error_code(exc: Exception) -> str:

@@ -21,9 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fluxserve.blobs.base import KEY_PATTERN, BlobStore
 from fluxserve.core.settings import StorageSettings
-from fluxserve.blobs.base import BlobStore
-from fluxserve.blobs.base import KEY_PATTERN
 
 ANONYMOUS = "anonymous"  # the owner of every upload while auth is off
 PREFIX = "uploads/"

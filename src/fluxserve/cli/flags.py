@@ -15,15 +15,21 @@ from fluxserve.core.settings import (
     ATTENTION_BACKENDS,
     TINY_MODEL_SUBDIR,
     AccelSettings,
+    AdmissionSettings,
     ApiSettings,
     EngineSettings,
-    QueueSettings,
+    LeaseSettings,
     RetryPolicy,
+    S3Settings,
     Settings,
     StorageSettings,
+    StoreSettings,
+    UpkeepSettings,
     UrlPolicy,
     WarmupSettings,
     WebhookSettings,
+    WorkerSettings,
+    parse_s3_url,
 )
 from fluxserve.processes.gpus import Gpu, gpu_list, worker_count
 
@@ -112,13 +118,14 @@ def add_scale_out_flags(f: Flags) -> None:
     f.add("--s3-endpoint", help="S3 endpoint URL for MinIO, R2 or another non-AWS service")
     f.add("--s3-region")
     f.add("--s3-public-url", help="public base URL of the bucket (or its CDN); without it image URLs are presigned")
-    f.add("--s3-presign-seconds", int, StorageSettings.s3_presign_seconds)
+    f.add("--s3-presign-seconds", int, S3Settings.presign_seconds)
 
 
 def add_speed_flags(f: Flags) -> None:
-    f.add("--batch-size", int, QueueSettings.max_batch,
+    f.add("--batch-size", int, WorkerSettings.max_batch,
           help="compatible jobs a worker runs in one pipeline call (acceleration != none)")  # fmt: skip
-    f.add("--batch-window-ms", float, QueueSettings.batch_window_s * 1000, help="how long a worker waits to fill a batch")
+    f.add("--batch-window-ms", float, WorkerSettings.batch_window_s * 1000,
+          help="how long a worker waits to fill a batch")  # fmt: skip
     f.add("--text-cache", int, EngineSettings.text_cache_size, help="text embeddings kept for repeated prompts")
     accel = AccelSettings()
     f.add("--compile", default=accel.compile, choices=["auto", "on", "off"],
@@ -144,16 +151,18 @@ def add_speed_flags(f: Flags) -> None:
 
 
 def add_queue_flags(f: Flags) -> None:
-    queue = QueueSettings  # its fields' defaults, read off the class (an instance needs a db_path)
-    f.add("--max-running-per-key", int, queue.max_running_per_key,
+    f.add("--max-running-per-key", int, WorkerSettings.max_running_per_key,
           help="jobs one API key may have running at once (0: unlimited)")  # fmt: skip
-    f.add("--lease-seconds", float, queue.lease_s,
+    f.add("--lease-seconds", float, LeaseSettings.lease_s,
           help="a job whose worker stops renewing its lease this long is requeued")  # fmt: skip
-    f.add("--max-attempts", int, queue.max_attempts, help="times a job is started before a dying worker makes it fail")
-    f.add("--max-queue-length", int, queue.max_queue_length, help="queued requests beyond this get a 429")
-    f.add("--max-queued-per-key", int, queue.max_queued_per_key,
+    f.add("--max-attempts", int, LeaseSettings.max_attempts,
+          help="times a job is started before a dying worker makes it fail")  # fmt: skip
+    f.add("--max-queue-length", int, AdmissionSettings.max_queue_length,
+          help="queued requests beyond this get a 429")  # fmt: skip
+    f.add("--max-queued-per-key", int, AdmissionSettings.max_queued_per_key,
           help="one API key's share of the queue: its queued requests beyond this get a 429 (0: no share)")
-    f.add("--retention-hours", float, queue.retention_s / 3600, help="how long results and their files are kept")
+    f.add("--retention-hours", float, UpkeepSettings.retention_s / 3600,
+          help="how long results and their files are kept")  # fmt: skip
     f.add("--webhook-attempts", int, RetryPolicy.max_attempts, help="tries per webhook (fal: 10 over about 2 hours)")
     f.add("--webhook-first-delay", float, RetryPolicy.first_delay_s,
           help="seconds before the first retry; doubles each time")  # fmt: skip
@@ -243,17 +252,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             redux_enabled=args.redux_model is not None, max_upload_bytes=args.fetch_max_bytes,
             auth=auth_required(args), **connection_settings(args), **input_limit_settings(args),
         ),  # fmt: skip
-        queue=QueueSettings(
-            db_path=db_path(data_dir), store_url=args.store, lease_s=args.lease_seconds, max_attempts=args.max_attempts,
-            max_queue_length=args.max_queue_length, max_queued_per_key=args.max_queued_per_key,
-            retention_s=args.retention_hours * 3600,
-            max_batch=args.batch_size, batch_window_s=args.batch_window_ms / 1000,
-            max_running_per_key=args.max_running_per_key,
-        ),  # fmt: skip
+        store=StoreSettings(db_path=db_path(data_dir), store_url=args.store),
+        admission=AdmissionSettings(max_queue_length=args.max_queue_length,
+                                    max_queued_per_key=args.max_queued_per_key),  # fmt: skip
+        leases=LeaseSettings(lease_s=args.lease_seconds, max_attempts=args.max_attempts),
+        worker=WorkerSettings(max_running_per_key=args.max_running_per_key, max_batch=args.batch_size,
+                              batch_window_s=args.batch_window_ms / 1000),  # fmt: skip
+        upkeep=UpkeepSettings(retention_s=args.retention_hours * 3600),
         storage=StorageSettings(
-            root=data_dir / "files", s3_url=args.blobs, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
-            s3_public_url=args.s3_public_url, s3_presign_seconds=args.s3_presign_seconds,
-            upload_url_ttl_s=args.upload_url_minutes * 60, upload_quota=args.upload_quota,
+            root=data_dir / "files", s3=s3_settings(args), upload_url_ttl_s=args.upload_url_minutes * 60,
+            upload_quota=args.upload_quota,
             upload_retention_s=args.upload_retention_hours * 3600,
         ),  # fmt: skip
         engine=EngineSettings(
@@ -280,6 +288,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         gpu=args.gpu,
         gpus=args.gpus or (),
     )
+
+
+def s3_settings(args: argparse.Namespace) -> S3Settings | None:
+    """The bucket --blobs names (None: local disk), checked here so a bad one stops the command at once."""
+    if args.blobs is None:
+        return None
+    bucket, prefix = parse_s3_url(args.blobs)
+    return S3Settings(
+        bucket=bucket, prefix=prefix, endpoint_url=args.s3_endpoint, region=args.s3_region,
+        public_base_url=args.s3_public_url, presign_seconds=args.s3_presign_seconds,
+    )  # fmt: skip
 
 
 def auth_required(args: argparse.Namespace) -> bool:

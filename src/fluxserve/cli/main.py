@@ -20,7 +20,7 @@ from typing import Any
 
 from fluxserve.cli.flags import Flags, add_server_flags, add_store_flags, db_path, settings_from_args
 from fluxserve.core.errors import ModelLoadError
-from fluxserve.core.settings import QueueSettings, Settings
+from fluxserve.core.settings import Settings, StoreSettings
 from fluxserve.processes.exit_codes import ExitCode
 
 __all__ = ["build_parser", "main", "settings_from_args"]
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         from fluxserve.cli.keys import run_keys, run_usage
         from fluxserve.store.open import open_store
 
-        store = open_store(QueueSettings(db_path=db_path(args.data_dir), store_url=args.store))
+        store = open_store(StoreSettings(db_path=db_path(args.data_dir), store_url=args.store))
         return run_keys(store, args) if args.command == "keys" else run_usage(store, args.usage_key)
     settings = settings_from_args(args)
     try:

@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_MAX_PIXELS = 2048 * 2048
 TINY_MODEL_SUBDIR = Path("models") / "flux-schnell-tiny"
@@ -54,33 +55,65 @@ DAY_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
-class QueueSettings:
+class StoreSettings:
+    """Where the job store lives (store/open.py)."""
+
     db_path: Path
     # redis://host:port/db to share one queue between machines; None: the embedded SQLite file at db_path.
     store_url: str | None = None
-    # Waiting requests (sync run, status stream) re-read their job when the store signals a change, and at
-    # least this often should a signal be lost.
-    poll_interval_s: float = 0.25
-    # A worker renews its job's lease every lease_s/3; a job whose lease runs out is requeued.
-    lease_s: float = 30.0
-    # A job whose workers died this many times fails instead of being requeued again.
-    max_attempts: int = 3
-    # Submissions beyond this many queued requests get a 429 (fal_max_queue_length can lower it). Checked in the
-    # store's insert transaction, for the queue and the sync endpoint alike.
+
+
+@dataclass(frozen=True)
+class AdmissionSettings:
+    """Who may join the queue (api/admission.py). Both caps are checked in the store's insert transaction, for
+    the queue and the sync endpoint alike."""
+
+    # Submissions beyond this many queued requests get a 429 (fal_max_queue_length can lower it).
     max_queue_length: int = 10_000
     # One API key's share of the queue: its submits beyond this many of its own queued requests get a 429, so
     # one key's flood cannot lock the others out (0: no share; requests without a key, auth off, are exempt).
     max_queued_per_key: int = 1_000
-    # Finished results and their files are removed after this long.
-    retention_s: float = 7 * DAY_S
-    sweep_interval_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class WaitingSettings:
+    """How a request that waits on its job (sync run, status stream) watches it (api/waiting.py)."""
+
+    # It re-reads its job when the store signals a change, and at least this often should a signal be lost.
+    poll_interval_s: float = 0.25
     # Comment lines on an idle status stream, so proxies and clients do not time it out.
     keepalive_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    """A running job's lease: the worker renews it, and the worker and upkeep both requeue a job whose lease
+    ran out, so both read these."""
+
+    # A worker renews its job's lease every lease_s/3; a job whose lease runs out is requeued.
+    lease_s: float = 30.0
+    # A job whose workers died this many times fails instead of being requeued again.
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Which queued jobs a worker takes and how it batches them (worker/loop.py's WorkerConfig)."""
+
     # Per-key concurrency limit (0: none); excess requests wait in the queue, never rejected.
     max_running_per_key: int = 0
     # Cross-request batching in the workers.
     max_batch: int = 4
     batch_window_s: float = 0.01
+
+
+@dataclass(frozen=True)
+class UpkeepSettings:
+    """The API processes' retention sweep (processes/upkeep.py)."""
+
+    # Finished results and their files are removed after this long.
+    retention_s: float = 7 * DAY_S
+    sweep_interval_s: float = 60.0
 
 
 # The schemes an untrusted URL may use, with the port each implies.
@@ -179,21 +212,66 @@ class WebhookSettings:
     concurrency: int = 16
 
 
+# SigV4 presigned URLs live at most 7 days; S3 refuses longer ones when they are used, not when signed.
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+S3_ADDRESSING_STYLES = ("path", "virtual", "auto")
+
+
+def normalize_prefix(prefix: str) -> str:
+    """'' stays ''; 'a/b' and '/a/b/' become 'a/b/', so prefix + key is always a clean object key."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/" if prefix else ""
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """'s3://bucket/some/prefix' -> ('bucket', 'some/prefix/'); the prefix as normalize_prefix leaves it."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ValueError(f"not an s3://bucket[/prefix] URL: {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"an s3:// URL takes no query or fragment: {url!r}")
+    return parts.netloc, normalize_prefix(parts.path)
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where the bucket is and how clients reach its objects (blobs/s3.py). None credentials: boto3's usual
+    chain."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None  # None: AWS itself; set it for MinIO, R2, moto
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    public_base_url: str | None = None  # a CDN or public bucket URL; without it url() presigns
+    presign_seconds: int = MAX_PRESIGN_SECONDS
+    addressing_style: str = "path"  # path-style works on MinIO/moto without wildcard DNS
+
+    def __post_init__(self) -> None:
+        # Fail at startup, not on the first request, when the configuration cannot work.
+        if not self.bucket:
+            raise ValueError("S3 bucket name is empty")
+        if not 1 <= self.presign_seconds <= MAX_PRESIGN_SECONDS:
+            raise ValueError(f"presign_seconds must be 1..{MAX_PRESIGN_SECONDS}, not {self.presign_seconds}")
+        if self.addressing_style not in S3_ADDRESSING_STYLES:
+            style = self.addressing_style
+            raise ValueError(f"addressing_style must be one of {S3_ADDRESSING_STYLES}, not {style!r}")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("give both access_key_id and secret_access_key, or neither")
+
+
 @dataclass(frozen=True)
 class StorageSettings:
     root: Path
-    # s3://bucket/prefix to keep images in an S3-compatible bucket shared by all nodes; None: local disk at root.
-    s3_url: str | None = None
-    s3_endpoint: str | None = None
-    s3_region: str | None = None
-    s3_public_url: str | None = None
-    s3_presign_seconds: int = 7 * 24 * 3600
+    # An S3-compatible bucket shared by all nodes for images and uploads; None: local disk at root.
+    s3: S3Settings | None = None
     # An upload URL (POST /storage/upload/initiate) is good for one PUT by anyone holding it, within this long.
     upload_url_ttl_s: float = 3600.0
     # Uploads one API key may hold at once (stored, or URLs issued and not yet expired); bytes are bounded by
     # this times ApiSettings.max_upload_bytes. 0: no quota.
     upload_quota: int = 100
-    # Uploaded files are removed this long after they were uploaded (outputs follow QueueSettings.retention_s).
+    # Uploaded files are removed this long after they were uploaded (outputs: UpkeepSettings.retention_s).
     upload_retention_s: float = DAY_S
 
 
@@ -260,9 +338,14 @@ class EngineSettings:
 class Settings:
     data_dir: Path
     api: ApiSettings
-    queue: QueueSettings
+    store: StoreSettings
     storage: StorageSettings
     engine: EngineSettings
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    waiting: WaitingSettings = field(default_factory=WaitingSettings)
+    leases: LeaseSettings = field(default_factory=LeaseSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    upkeep: UpkeepSettings = field(default_factory=UpkeepSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     urls: UrlPolicy = field(default_factory=UrlPolicy)
     worker_id: str = "worker-0"

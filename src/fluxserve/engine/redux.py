@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fluxserve.core.errors import ModelLoadError
 from fluxserve.engine.loading import log_components, quiet_libraries
 from fluxserve.engine.placement import Placement
-from fluxserve.core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fluxserve.engine.placement import Placement
 from fluxserve.core.errors import ModelLoadError
+from fluxserve.engine.placement import Placement
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from fluxserve.core.errors import FluxserveError, NotFound
 from fluxserve.blobs.base import FILES_ROUTE
+from fluxserve.core.errors import FluxserveError, NotFound
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
 # The largest image accepted as input; Redux looks at it through a 384x384 SigLIP anyway.

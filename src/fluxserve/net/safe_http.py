@@ -29,6 +29,7 @@ from typing import Any
 import httpcore
 
 from fluxserve.core.errors import FluxserveError
+
 # The policy is plain configuration (core/settings.py: the CLI's defaults are its defaults); enforced here.
 from fluxserve.core.settings import DEFAULT_PORTS, UrlPolicy
 

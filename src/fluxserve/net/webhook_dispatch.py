@@ -17,11 +17,18 @@ import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from fluxserve.core.periodic import Periodic
 from fluxserve.core.jobs import DeliveryState, Job, JobStatus, LogLine, WebhookDelivery
-from fluxserve.store.protocols import JobStore
+from fluxserve.core.periodic import Periodic
 from fluxserve.core.settings import WebhookSettings
-from fluxserve.net.webhooks import Attempt, RetryPolicy, WebhookSigner, WebhookTargets, deliver_once, webhook_body
+from fluxserve.net.webhooks import (
+    Attempt,
+    RetryPolicy,
+    WebhookSigner,
+    WebhookTargets,
+    deliver_once,
+    webhook_body,
+)
+from fluxserve.store.protocols import JobStore
 
 log = logging.getLogger(__name__)
 

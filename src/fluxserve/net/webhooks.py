@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from httpcore import ConnectError
 
 from fluxserve.core.errors import InputError
-from fluxserve.core.settings import RetryPolicy, is_retryable
+from fluxserve.core.settings import RetryPolicy, is_retryable  # noqa: F401 (RetryPolicy re-exported)
 from fluxserve.net.safe_http import (
     FetchError,
     GuardedBackend,

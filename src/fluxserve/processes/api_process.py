@@ -16,14 +16,14 @@ from typing import Any
 
 import uvicorn
 
-from fluxserve.processes import tls
 from fluxserve.api.app import create_app
-from fluxserve.core.settings import ApiSettings, Settings
-from fluxserve.processes.connection_limits import ConnectionLimits, protocol_class
-from fluxserve.store.open import open_store
 from fluxserve.blobs.open import open_blobs
-from fluxserve.processes.upkeep import Upkeep
 from fluxserve.blobs.uploads import Uploads
+from fluxserve.core.settings import ApiSettings, Settings
+from fluxserve.processes import tls
+from fluxserve.processes.connection_limits import ConnectionLimits, protocol_class
+from fluxserve.processes.upkeep import Upkeep
+from fluxserve.store.open import open_store
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,14 @@ def connection_limits(api: ApiSettings) -> ConnectionLimits:
 class ApiServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = open_store(settings.queue)
+        self.store = open_store(settings.store)
         self.blobs = open_blobs(settings.storage)
         self.dispatcher = webhook_dispatcher(settings, self.store)
         uploads = Uploads(self.blobs, settings.storage)  # one per process: its lock makes the quota exact here
-        self.app = create_app(settings.api, settings.queue, self.store, self.blobs, self.dispatcher.signer,
-                              uploads=uploads, webhook_targets=self.dispatcher.targets)  # fmt: skip
-        self.upkeep = Upkeep(self.store, self.blobs, settings.queue, uploads=uploads)
+        self.app = create_app(settings.api, self.store, self.blobs, self.dispatcher.signer,
+                              admission=settings.admission, waiting=settings.waiting, uploads=uploads,
+                              webhook_targets=self.dispatcher.targets)  # fmt: skip
+        self.upkeep = Upkeep(self.store, self.blobs, settings.upkeep, settings.leases, uploads=uploads)
         self.limits = connection_limits(settings.api)
         # One protocol class for every listener: the connection cap counts the whole process.
         self.protocol = protocol_class(self.limits)

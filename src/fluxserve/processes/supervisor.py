@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
-from fluxserve.processes.exit_codes import ExitCode
 from fluxserve.core.settings import Settings
+from fluxserve.processes.exit_codes import ExitCode
 from fluxserve.processes.gpus import GpuPlanError, WorkerSlot, pinned_env, plan_workers, visible_gpus
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,11 @@ import logging
 import time
 from typing import Callable
 
-from fluxserve.core.periodic import Periodic
-from fluxserve.core.settings import QueueSettings
-from fluxserve.store.protocols import JobStore
 from fluxserve.blobs.base import BlobStore
 from fluxserve.blobs.uploads import Uploads
+from fluxserve.core.periodic import Periodic
+from fluxserve.core.settings import LeaseSettings, UpkeepSettings
+from fluxserve.store.protocols import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,13 @@ class Upkeep:
         self,
         store: JobStore,
         blobs: BlobStore,
-        settings: QueueSettings,
+        settings: UpkeepSettings,
+        leases: LeaseSettings,
         clock: Callable[[], float] = time.time,
         uploads: Uploads | None = None,
     ) -> None:
         self.store, self.blobs, self.settings, self.clock = store, blobs, settings, clock
+        self.leases = leases
         self.uploads = uploads
         self._last_sweep = float("-inf")
         self.loop = Periodic("upkeep", TICK_S, self.tick)
@@ -36,7 +38,7 @@ class Upkeep:
 
     def tick(self) -> None:
         self.store.expire_start_deadlines()
-        self.store.requeue_expired(self.settings.max_attempts)
+        self.store.requeue_expired(self.leases.max_attempts)
         now = self.clock()
         if now - self._last_sweep >= self.settings.sweep_interval_s:
             self._last_sweep = now

@@ -43,7 +43,7 @@ def run_worker(settings: Settings) -> int:
 
     engine = FluxEngine.load(settings.engine)
     blobs = open_blobs(settings.storage)
-    worker = Worker(open_store(settings.queue), blobs, engine, WorkerConfig.from_settings(settings),
+    worker = Worker(open_store(settings.store), blobs, engine, WorkerConfig.from_settings(settings),
                     images=image_fetcher(settings, blobs))  # fmt: skip
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: worker.stop())  # finish the job in flight, then exit

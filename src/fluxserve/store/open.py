@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fluxserve.core.settings import QueueSettings
+from fluxserve.core.settings import StoreSettings
 from fluxserve.store.protocols import JobStore
 
 
-def open_store(settings: QueueSettings) -> JobStore:
+def open_store(settings: StoreSettings) -> JobStore:
     url = settings.store_url
     if url is None or url.startswith("sqlite"):
         from fluxserve.store.sqlite import SQLiteJobStore

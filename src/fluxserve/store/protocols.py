@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fluxserve.core.accounts import ApiKey
 from fluxserve.core.errors import FluxserveError
 from fluxserve.core.jobs import DeliveryState, Job, JobError, LogLine, WebhookDelivery
-from fluxserve.core.accounts import ApiKey
 from fluxserve.store.scheduling import ClaimPolicy
 
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus
 from fluxserve.core.accounts import ApiKey, megapixels
+from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus
 from fluxserve.store.scheduling import Candidate
 
 # A job's stored fields, in the order SQLite selects its columns.

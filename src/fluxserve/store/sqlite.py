@@ -14,10 +14,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from fluxserve.core.jobs import TERMINAL, TRANSITIONS, DeliveryState, Job, JobError, JobStatus, LogLine
-from fluxserve.core.accounts import ApiKey
-from fluxserve.core.jobs import WebhookDelivery
-from fluxserve.core.accounts import usage_day
+from fluxserve.core.accounts import ApiKey, usage_day
+from fluxserve.core.jobs import (
+    TERMINAL,
+    TRANSITIONS,
+    DeliveryState,
+    Job,
+    JobError,
+    JobStatus,
+    LogLine,
+    WebhookDelivery,
+)
 from fluxserve.store import records
 from fluxserve.store.doorbell import Doorbell, doorbell_folder
 from fluxserve.store.protocols import Admission, QueueFull, lost_attempt

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from fluxserve.blobs.base import BlobStore
 from fluxserve.core.errors import JobCancelled, StoreBusy, is_device_fatal
 from fluxserve.core.jobs import Job, JobError, JobStatus, LogLine
-from fluxserve.core.settings import QueueSettings, Settings, WarmupSettings
+from fluxserve.core.settings import LeaseSettings, Settings, WarmupSettings, WorkerSettings
 from fluxserve.core.worker_state import WorkerState
 from fluxserve.net.image_inputs import ImageFetcher, ImageInputError
 from fluxserve.store import scheduling
@@ -78,25 +78,25 @@ class WorkerConfig:
     worker_id: str = Settings.worker_id
     # The GPU this worker runs on, as the operator knows it (nvidia-smi's index or a UUID); None: not pinned.
     gpu: str | None = Settings.gpu
-    lease_s: float = QueueSettings.lease_s
-    max_attempts: int = QueueSettings.max_attempts
+    lease_s: float = LeaseSettings.lease_s
+    max_attempts: int = LeaseSettings.max_attempts
     # Longest idle wait between looks at the queue; a submission wakes the worker sooner.
     idle_sleep_s: float = 0.5
     # Cross-request batching: up to max_batch compatible jobs per pipeline call, gathered for at most
     # batch_window_s after the first one is claimed (acceleration=none jobs always run alone).
-    max_batch: int = QueueSettings.max_batch
-    batch_window_s: float = QueueSettings.batch_window_s
+    max_batch: int = WorkerSettings.max_batch
+    batch_window_s: float = WorkerSettings.batch_window_s
     # Fair sharing: a key with this many running jobs waits while other keys' jobs run (0: no limit).
-    max_per_key: int = QueueSettings.max_running_per_key
+    max_per_key: int = WorkerSettings.max_running_per_key
     # image_url fetches run at once, off the GPU thread; while this many are pending nothing more is claimed.
     fetch_concurrency: int = Settings.fetch_concurrency
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> WorkerConfig:
-        queue = settings.queue
-        fields = dict(worker_id=settings.worker_id, gpu=settings.gpu, lease_s=queue.lease_s,
-                      max_attempts=queue.max_attempts, max_batch=queue.max_batch,
-                      batch_window_s=queue.batch_window_s, max_per_key=queue.max_running_per_key,
+        leases, worker = settings.leases, settings.worker
+        fields = dict(worker_id=settings.worker_id, gpu=settings.gpu, lease_s=leases.lease_s,
+                      max_attempts=leases.max_attempts, max_batch=worker.max_batch,
+                      batch_window_s=worker.batch_window_s, max_per_key=worker.max_running_per_key,
                       fetch_concurrency=settings.fetch_concurrency)  # fmt: skip
         return cls(**{**fields, **overrides})
 

@@ -2,7 +2,7 @@
 
 These bytes may come from anyone holding an upload URL, and they are served from the API's own origin, where
 the playground runs with a key. So a file is never active content here: its type is read from its bytes (an
-image allow-list, storage/content_types.py), anything else is a download, the browser may not sniff another
+image allow-list, blobs/content_types.py), anything else is a download, the browser may not sniff another
 type, and a sandboxing CSP stops script even where a browser would render the file anyway.
 """
 

@@ -17,14 +17,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api import admission, fal, job_calls
+from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
 from fluxserve.api.fal import start_deadline
 from fluxserve.api.responses import NOT_FOUND, error
-from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.core.jobs import Job, JobStatus
-from fluxserve.store.protocols import Admission, QueueFull
 from fluxserve.net.webhooks import checked_webhook_target
+from fluxserve.store.protocols import Admission, QueueFull
 
 TRUTHY = {"1", "true", "True", "yes"}
 
@@ -105,12 +105,12 @@ async def status_events(svc: Services, request_id: str, base: str, with_logs: bo
             yield f"data: {json.dumps(body)}\n\n"
             last, quiet_since = {**body, "logs": None}, loop.time()
             sent_logs = len(logs) if logs is not None else 0
-        elif loop.time() - quiet_since >= svc.queue.keepalive_s:
+        elif loop.time() - quiet_since >= svc.waiting.keepalive_s:
             yield ": keep-alive\n\n"
             quiet_since = loop.time()
         if body["status"] == "COMPLETED":
             return
-        await svc.changes.wait(svc.queue.poll_interval_s)
+        await svc.changes.wait(svc.waiting.poll_interval_s)
 
 
 async def status_stream(request_id: str, request: Request, logs: str = "0", svc: Services = Depends(services),

@@ -29,7 +29,7 @@ from fluxserve.blobs.uploads import QuotaExceeded, UploadRefused, Uploads
 router = APIRouter(tags=["storage"])
 TOKEN_LIFETIME = datetime.timedelta(hours=1)
 # The stored name never takes the client's file name: only an image extension it declares is kept, a hint for
-# people reading URLs. The type a file is served with is read from its bytes (storage/content_types.py).
+# people reading URLs. The type a file is served with is read from its bytes (blobs/content_types.py).
 IMAGE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "image/gif": "gif"}
 
 
