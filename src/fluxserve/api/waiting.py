@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.core.jobs import Job
-from fluxserve.store.protocols import JobStore
+from fluxserve.store.protocols import JobQueue
 
 if TYPE_CHECKING:
     from fluxserve.api.deps import Services
 
 
 class ChangeFeed:
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobQueue) -> None:
         self.store = store
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from fluxserve.core.accounts import new_key
 from fluxserve.processes.exit_codes import ExitCode
+from fluxserve.store.protocols import KeyStore
 
 
-def run_keys(store: Any, args: argparse.Namespace) -> int:
+def run_keys(store: KeyStore, args: argparse.Namespace) -> int:
     if args.action == "create":
         key, credential = new_key(args.name, admin=args.admin)
         store.create_key(key)
@@ -31,7 +31,7 @@ def run_keys(store: Any, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def run_usage(store: Any, key_id: str | None) -> int:
+def run_usage(store: KeyStore, key_id: str | None) -> int:
     rows = store.usage(key_id)
     print(f"{'day':<11} {'key':<17} {'endpoint':<27} {'requests':>8} {'images':>7} {'megapixels':>10}")
     for r in rows:

@@ -12,7 +12,7 @@ from fluxserve.blobs.base import BlobStore
 from fluxserve.blobs.uploads import Uploads
 from fluxserve.core.periodic import Periodic
 from fluxserve.core.settings import LeaseSettings, UpkeepSettings
-from fluxserve.store.protocols import JobStore
+from fluxserve.store.protocols import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ TICK_S = 1.0
 class Upkeep:
     def __init__(
         self,
-        store: JobStore,
+        store: JobQueue,
         blobs: BlobStore,
         settings: UpkeepSettings,
         leases: LeaseSettings,

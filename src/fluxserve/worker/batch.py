@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from fluxserve.core.errors import JobCancelled, StoreBusy
 from fluxserve.core.jobs import Job, JobError
-from fluxserve.store.protocols import JobStore
+from fluxserve.store.protocols import JobQueue
 
 if TYPE_CHECKING:  # the type only: the worker never loads the engine package itself
     from fluxserve.engine.protocol import Generated
@@ -55,7 +55,7 @@ WORKER_STOPPED = Failed(JobError(500, "internal_error", "The worker stopped befo
 class LeaseKeeper:
     """Renews a batch's leases in the background, however long a single step or its delivery takes."""
 
-    def __init__(self, store: JobStore, job_ids: list[str], worker_id: str, lease_s: float) -> None:
+    def __init__(self, store: JobQueue, job_ids: list[str], worker_id: str, lease_s: float) -> None:
         self.store, self.job_ids, self.worker_id, self.lease_s = store, job_ids, worker_id, lease_s
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
