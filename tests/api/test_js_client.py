@@ -12,10 +12,13 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from fluxserve.core.jobs import Priority
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_DIR = ROOT / "tests" / "js"
@@ -143,3 +146,38 @@ def test_storage_upload_stores_into_fluxserve(fake_server):
     assert stored.status_code == 200 and stored.headers["content-type"] == "image/png"
     assert base64.b64encode(stored.content).decode() == out["sent"]
     assert [method for method, _ in out["requests"]] == ["POST"], "initiate goes through the middleware"
+
+
+def test_queue_priority_low_waits_behind_a_later_normal_request(fake_server, fake_engine):
+    """JS sends x-fal-queue-priority on every submit (normal unless `priority` says low): behind a busy
+    worker, a low request submitted first waits behind a normal one submitted after it; positions say so."""
+    fake_engine.gate.clear()
+    try:
+        with fake_server.client() as http:
+            blocker = http.post(f"/queue/{APP}", json={"prompt": "blocker", "image_size": "square"}).json()
+            deadline = time.monotonic() + 10
+            while http.get(blocker["status_url"]).json()["status"] != "IN_PROGRESS":
+                assert time.monotonic() < deadline, "the worker never started the blocker"
+                time.sleep(0.02)
+        out = node_client(fake_server.url, "priority")
+    finally:
+        fake_engine.gate.set()
+    low, normal = out["low"], out["normal"]
+    assert low["submitted"] == 0 and normal["submitted"] == 0, "each was first in line when it was submitted"
+    assert normal["status"] == {"status": "IN_QUEUE", "queue_position": 0, "logs": None}
+    assert low["status"] == {"status": "IN_QUEUE", "queue_position": 1, "logs": None}
+    with fake_server.client() as http:
+        for request_id in (low["requestId"], normal["requestId"]):
+            url = f"/queue/fal-ai/flux/requests/{request_id}/status"
+            deadline = time.monotonic() + 10
+            while http.get(url).json()["status"] != "COMPLETED":
+                assert time.monotonic() < deadline, f"{request_id} never completed"
+                time.sleep(0.02)
+    assert [call.prompt for call in fake_engine.calls] == ["blocker", "normal priority", "low priority"]
+
+
+def test_an_unknown_queue_priority_is_ignored_as_fal_ignores_it(fake_server, fake_engine):
+    """JS passes any `priority` string through; fal ignores one it does not know: it runs as normal."""
+    out = node_client(fake_server.url, "priority-unknown")
+    job = fake_server.store.get(out["requestId"])
+    assert job is not None and job.priority is Priority.NORMAL

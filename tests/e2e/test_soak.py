@@ -286,9 +286,13 @@ def test_a_thousand_jobs_through_both_clients_survive_random_sigkills_of_workers
     for job_id, answer in cancels.items():
         assert jobs[job_id].status.value in ("cancelled", "completed"), (answer, jobs[job_id])
 
-    # Completed: its own seed, exactly one image, an output no other job has.
-    completed = [j for j in jobs.values() if j.status.value == "completed"]
-    assert all(j.output["seed"] == seeds[j.id] and len(j.output["images"]) == 1 for j in completed)
+    # Completed: its own seed, exactly one image, an output no other job has. A job whose submit reply a kill
+    # swallowed (the client then retried, so the same seed ran again) is in the store but not accepted: it
+    # must end like any other, with one image, and is left out of the distinctness checks.
+    completed_all = [j for j in jobs.values() if j.status.value == "completed"]
+    assert all(len(j.output["images"]) == 1 for j in completed_all)
+    completed = [j for j in completed_all if j.id in seeds]
+    assert all(j.output["seed"] == seeds[j.id] for j in completed)
     from fluxserve.blobs.local import LocalBlobStore
 
     blobs = LocalBlobStore.open(c.tmp_path / "shared" / "files")
@@ -313,7 +317,7 @@ def test_a_thousand_jobs_through_both_clients_survive_random_sigkills_of_workers
     # Billed once: per key, the usage (store and GET /usage on node 2) equals the completed jobs and images.
     billed = {}
     for name, header in keys.items():
-        mine = [j for j in completed if j.key_id == key_id[name]]
+        mine = [j for j in completed_all if j.key_id == key_id[name]]  # each job that ran, billed once
         with httpx.Client(base_url=c.url(1), headers=header, timeout=30) as http:
             rows = http.get("/usage").json()["usage"]
         billed[name] = sum(r.get("images", 0) for r in rows)

@@ -2,7 +2,8 @@
 //
 //   node tests/js/queue_client.mjs http://127.0.0.1:PORT <scenario>
 //
-// Scenarios: run, subscribe, subscribe-stream, queue, cancel, validation (see tests/api/test_js_client.py).
+// Scenarios: run, subscribe, subscribe-stream, queue, cancel, upload, validation, priority, priority-unknown
+// (see tests/api/test_js_client.py).
 // On failure: the error on stderr and a non-zero exit code.
 
 import { ApiError, ValidationError, fal } from "@fal-ai/client";
@@ -154,6 +155,27 @@ const scenarios = {
     );
     const url = await fal.storage.upload(new Blob([png], { type: "image/png" }));
     return { url, sent: png.toString("base64") };
+  },
+
+  async priority() {
+    // Behind a held worker: a low request first, then a normal one (the client sends its default, normal).
+    const low = await fal.queue.submit(APP, { input: { ...INPUT, prompt: "low priority" }, priority: "low" });
+    const normal = await fal.queue.submit(APP, { input: { ...INPUT, prompt: "normal priority" } });
+    const lowStatus = await fal.queue.status(APP, { requestId: low.request_id, logs: false });
+    const normalStatus = await fal.queue.status(APP, { requestId: normal.request_id, logs: false });
+    return {
+      low: { requestId: low.request_id, submitted: low.queue_position, status: summarise(lowStatus) },
+      normal: {
+        requestId: normal.request_id,
+        submitted: normal.queue_position,
+        status: summarise(normalStatus),
+      },
+    };
+  },
+
+  async "priority-unknown"() {
+    const { request_id: requestId } = await fal.queue.submit(APP, { input: INPUT, priority: "urgent" });
+    return { requestId };
   },
 
   async validation() {

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fluxserve.core.jobs import GenerationSpec
+from fluxserve.core.jobs import GenerationSpec, Priority
 from fluxserve.store.scheduling import ClaimPolicy, batch_key
 from tests.support.specs import make_spec
 
@@ -20,7 +20,7 @@ class Queued:
     width: int = 64  # jobs of different widths never share a batch
     level: str = "regular"  # "none": the bit-exact level, never batched
     redux: bool = False  # its image_url is fetched first
-    priority: int = 0
+    priority: Priority = Priority.NORMAL  # fal's x-fal-queue-priority; the plan sees scheduling.RANK of it
 
     @property
     def spec(self) -> GenerationSpec:
@@ -53,10 +53,6 @@ class Case:
     def policy(self) -> ClaimPolicy:
         fill = None if self.fill_width is None else batch_key(make_spec(width=self.fill_width, acceleration="regular"))
         return ClaimPolicy(self.max_batch, self.max_running_per_key, self.max_fetches, fill)
-
-    @property
-    def needs_priority(self) -> bool:
-        return any(job.priority for job in self.queue)
 
 
 def jobs(*names: str, **common) -> tuple[Queued, ...]:
@@ -102,9 +98,13 @@ CASES = [
          fill_width=64),
     Case("a batch holds no more jobs needing a fetch than max_fetches", jobs("r1", "r2", "r3", redux=True),
          ("r1", "r2"), max_fetches=2),
-    Case("higher priority first", (Queued("low", level="none"), Queued("high", level="none", priority=1)),
-         ("high",)),
+    Case("higher priority first",
+         (Queued("low", level="none", priority=Priority.LOW), Queued("normal", level="none")), ("normal",)),
     Case("priority before fairness in a batch",
-         (Queued("a1", key="A"), Queued("b1", key="B"), Queued("a2", key="A", priority=2)), ("a2", "b1"),
-         max_batch=2),
+         (Queued("a1", key="A", priority=Priority.LOW), Queued("b1", key="B", priority=Priority.LOW),
+          Queued("a2", key="A")), ("a2", "b1"), max_batch=2),
+    Case("a low job fills a batch no normal one can",
+         (Queued("low", priority=Priority.LOW), Queued("n1"), Queued("wide", width=128)), ("n1", "low")),
+    Case("low jobs among themselves are FIFO",
+         (*jobs("l1", "l2", level="none", priority=Priority.LOW),), ("l1",)),
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fluxserve.store.scheduling import Candidate, ClaimPolicy, KeyLoad, plan
+from fluxserve.store.scheduling import RANK, Candidate, ClaimPolicy, KeyLoad, plan
 from tests.support.scheduling_cases import CASES, Case, Queued
 
 
@@ -18,8 +18,7 @@ def load_of(case: Case) -> KeyLoad:
 
 
 def candidate(job: Queued) -> Candidate:
-    of = Candidate.of(job.name, job.key, job.spec)
-    return Candidate(of.job_id, of.key_id, of.batch_key, of.needs_fetch, job.priority)
+    return Candidate.of(job.name, job.key, job.spec, RANK[job.priority])
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

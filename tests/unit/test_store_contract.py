@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from fluxserve.core.jobs import Job, JobError, JobStatus, LogLine, new_job_id
+from fluxserve.core.jobs import Job, JobError, JobStatus, LogLine, Priority, new_job_id
 from fluxserve.store.scheduling import ClaimPolicy, batch_key
 from fluxserve.store.sqlite import SQLiteJobStore
 from tests.support.claiming import claim_one
@@ -37,6 +37,39 @@ def test_claim_is_fifo_and_positions_count_jobs_ahead(store):
     assert claimed.id == jobs[0].id and claimed.status is JobStatus.RUNNING and claimed.worker_id == "w"
     assert store.queue_position(jobs[0].id) is None
     assert [store.queue_position(j.id) for j in jobs[1:]] == [0, 1]
+
+
+def prioritised(store, priority: Priority, key_id: str | None = None) -> Job:
+    job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, key_id=key_id, priority=priority)
+    store.submit(job)
+    return job
+
+
+def test_priority_is_stored_and_positions_count_the_jobs_that_run_first(store):
+    """Every queued normal job is ahead of a low one; a normal job is never behind a low one."""
+    low1 = prioritised(store, Priority.LOW)
+    normal1 = prioritised(store, Priority.NORMAL)
+    low2 = prioritised(store, Priority.LOW)
+    normal2 = prioritised(store, Priority.NORMAL)
+    assert store.get(low1.id).priority is Priority.LOW and store.get(normal1.id).priority is Priority.NORMAL
+    order = [normal1, normal2, low1, low2]
+    assert [store.queue_position(j.id) for j in order] == [0, 1, 2, 3]
+    assert claim_one(store, "w", 10).id == normal1.id
+    assert [store.queue_position(j.id) for j in order[1:]] == [0, 1, 2]
+    late = prioritised(store, Priority.NORMAL)
+    assert [store.queue_position(j.id) for j in (normal2, late, low1, low2)] == [0, 1, 2, 3]
+
+
+def test_a_requeued_low_job_keeps_its_place_behind_normal_ones(store, clock):
+    low = prioritised(store, Priority.LOW)
+    assert claim_one(store, "dead", lease_s=5).id == low.id
+    normal = prioritised(store, Priority.NORMAL)
+    later_low = prioritised(store, Priority.LOW)
+    clock.advance(6)
+    assert store.requeue_expired() == [low.id]
+    assert store.get(low.id).priority is Priority.LOW
+    assert [store.queue_position(j.id) for j in (normal, low, later_low)] == [0, 1, 2]
+    assert [claim_one(store, "w", 10).id for _ in range(3)] == [normal.id, low.id, later_low.id]
 
 
 def test_claim_on_empty_queue(store):
@@ -257,11 +290,7 @@ def test_a_batch_claim_takes_the_oldest_compatible_jobs_and_counts_each_attempt(
     assert store.claim("w", 10, fill) == []
 
 
-# Jobs carry no priority in the stores (fal's API has none), so the cases that need one run on plain data only.
-STORE_CASES = [case for case in CASES if not case.needs_priority]
-
-
-@pytest.mark.parametrize("case", STORE_CASES, ids=[case.id for case in STORE_CASES])
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_the_scheduling_decision(store, clock, case):
     """The same table as the pure test_scheduling.py, through this backend's claim."""
     for served in case.history:
@@ -273,7 +302,8 @@ def test_the_scheduling_decision(store, clock, case):
         clock.advance(1)
     names = {}
     for queued in case.queue:
-        job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=queued.spec, key_id=queued.key)
+        job = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=queued.spec, key_id=queued.key,
+                  priority=queued.priority)  # fmt: skip
         store.submit(job)
         names[job.id] = queued.name
     claimed = store.claim("w", 10, case.policy)
@@ -516,3 +546,34 @@ def test_a_cap_of_zero_admits_nothing(store):
     with pytest.raises(QueueFull) as refused:
         store.submit(Job(id=new_job_id(), app="a", spec=SPEC), Admission(max_queued=0))
     assert refused.value.scope == "queue" and store.count_queued() == 0
+
+
+def test_jobs_stored_before_priorities_read_as_normal(store, clock):
+    """An older store holds jobs without a priority (SQLite: no column; Redis: no hash fields): each opens,
+    reads as normal, and queues ahead of a low job submitted after the upgrade."""
+    old = prioritised(store, Priority.NORMAL)
+    running = prioritised(store, Priority.NORMAL)
+    if isinstance(store, SQLiteJobStore):
+        path = store._conns.path
+        store.close()
+        import sqlite3
+
+        db = sqlite3.connect(path)
+        db.execute("DROP INDEX jobs_queue_order")
+        db.execute("ALTER TABLE jobs DROP COLUMN priority")
+        db.commit()
+        db.close()
+        store = SQLiteJobStore.open(path, clock=clock)
+    else:
+        for job in (old, running):
+            store.redis.hdel(store._key("job", job.id), "priority", "queue_score")
+    assert claim_one(store, "dead", lease_s=5).id == old.id
+    low = prioritised(store, Priority.LOW)
+    assert store.get(old.id).priority is Priority.NORMAL
+    assert [store.queue_position(j.id) for j in (running, low)] == [0, 1]
+    clock.advance(6)
+    assert store.requeue_expired() == [old.id]
+    assert [store.queue_position(j.id) for j in (old, running, low)] == [0, 1, 2]
+    assert [claim_one(store, "w", 10).id for _ in range(3)] == [old.id, running.id, low.id]
+    if isinstance(store, SQLiteJobStore):
+        store.close()

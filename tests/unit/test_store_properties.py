@@ -39,7 +39,9 @@ LEASE_S = 10.0
 # Batchable specs (acceleration other than "none") of two sizes, so a batch claim has something to choose.
 SPECS = [replace(SPEC, acceleration="regular", width=w) for w in (64, 128)]
 OUTPUT = {"images": [{"url": "u", "content_type": "image/png", "width": 1024, "height": 1024}] * 2}
-PROPERTIES = settings(max_examples=30, stateful_step_count=50, deadline=None,
+# Derandomized, with no example database: every run tries the same 30 sequences, so a failure in CI is the
+# same failure on a laptop (a replayed example from another version of these rules cannot mislead either).
+PROPERTIES = settings(max_examples=30, stateful_step_count=50, deadline=None, derandomize=True, database=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 
 

@@ -1,5 +1,6 @@
 """fal's wire protocol in one place: the request id header, status names, the status and result bodies, the
-request URLs, and the request options that arrive as headers (checked at the edge). Pure shapes: no store calls.
+request URLs, and the request options that arrive as headers (checked at the edge). Pure shapes: no store
+calls.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from fastapi import Header
 from fastapi.responses import JSONResponse
 
 from fluxserve.core.errors import InputError
-from fluxserve.core.jobs import Job, JobStatus, LogLine
+from fluxserve.core.jobs import Job, JobStatus, LogLine, Priority
 
 REQUEST_ID_HEADER = "x-fal-request-id"
+PRIORITY_HEADER = "x-fal-queue-priority"
 
 # fal's status names. A failed or cancelled job is COMPLETED with an error: clients crash on anything else.
 FAL_STATUS = {
@@ -103,3 +105,19 @@ def start_timeout(header: str | None) -> float | None:
     if not 0 < seconds < math.inf:  # also refuses "nan" and "inf"; the value is not echoed back
         raise InputError("x-fal-request-timeout", "must be a positive number of seconds", location="header")
     return seconds
+
+
+def queue_priority(
+    x_fal_queue_priority: str = Header(
+        default=None,
+        description="normal (the default) or low: a low request runs once no normal one waits; "
+        "fal ignores other values",
+    ),
+) -> Priority:
+    """A dependency for the queue submit (fal's clients send it there only; JS on every submit)."""
+    if x_fal_queue_priority is None:
+        return Priority.NORMAL
+    try:
+        return Priority(x_fal_queue_priority.strip().lower())
+    except ValueError:
+        return Priority.NORMAL  # fal ignores a value it does not know (and JS passes any string through)

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.deps import Services
 from fluxserve.api.fal import status_body
-from fluxserve.core.jobs import GenerationSpec, Job, JobStatus, new_job_id
+from fluxserve.core.jobs import GenerationSpec, Job, JobStatus, Priority, new_job_id
 from fluxserve.store.protocols import Admission
 
 
@@ -24,9 +24,11 @@ async def submit(
     webhook_url: str | None = None,
     key_id: str | None = None,
     admission: Admission | None = None,
+    priority: Priority = Priority.NORMAL,
 ) -> Job:
     """Raises store.protocols.QueueFull (nothing stored) when the job does not fit under `admission`."""
-    job = Job(id=new_job_id(), app=app_id, spec=spec, webhook_url=webhook_url, key_id=key_id)
+    job = Job(id=new_job_id(), app=app_id, spec=spec, webhook_url=webhook_url, key_id=key_id,
+              priority=priority)  # fmt: skip
     if start_timeout_s is not None:
         job.start_deadline = job.created_at + start_timeout_s
     await run_in_threadpool(svc.store.submit, job, admission)

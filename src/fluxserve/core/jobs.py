@@ -140,6 +140,13 @@ class LogLine:
     level: str = "INFO"
 
 
+class Priority(str, enum.Enum):
+    """fal's x-fal-queue-priority: a low job runs only while no normal one waits (store/scheduling.py)."""
+
+    NORMAL = "normal"
+    LOW = "low"
+
+
 def new_job_id() -> str:
     return str(uuid.uuid4())
 
@@ -167,6 +174,8 @@ class Job:
     blob_keys: list[str] = field(default_factory=list)
     # The API key that submitted it (None when auth is off): it alone (or an admin) may see it.
     key_id: str | None = None
+    # fal's x-fal-queue-priority; jobs stored before priorities existed read as normal.
+    priority: Priority = Priority.NORMAL
 
     @property
     def error_or_cancel(self) -> JobError | None:

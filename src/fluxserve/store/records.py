@@ -10,13 +10,13 @@ from importlib import resources
 from typing import Any
 
 from fluxserve.core.accounts import ApiKey, megapixels
-from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus
-from fluxserve.store.scheduling import Candidate
+from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus, Priority
+from fluxserve.store.scheduling import RANK, Candidate
 
 # A job's stored fields, in the order SQLite selects its columns.
 JOB_FIELDS = ("id", "app", "spec", "status", "created_at", "started_at", "finished_at", "output", "error",
               "worker_id", "lease_until", "attempts", "start_deadline", "gateway_request_id", "webhook_url",
-              "blob_keys", "key_id")  # fmt: skip
+              "blob_keys", "key_id", "priority")  # fmt: skip
 KEY_FIELDS = ("key_id", "secret_sha256", "name", "admin", "created_at", "revoked")
 USAGE_FIELDS = ("day", "key_id", "app", "requests", "images", "megapixels")
 
@@ -30,7 +30,8 @@ def new_job_fields(job: Job) -> dict[str, Any]:
     """What a submit stores (a new job is queued and unclaimed); None: not stored."""
     return {"id": job.id, "app": job.app, "spec": json.dumps(job.spec.to_dict()), "created_at": job.created_at,
             "start_deadline": job.start_deadline, "gateway_request_id": job.gateway_request_id,
-            "webhook_url": job.webhook_url or None, "blob_keys": "[]", "key_id": job.key_id or None}  # fmt: skip
+            "webhook_url": job.webhook_url or None, "blob_keys": "[]", "key_id": job.key_id or None,
+            "priority": RANK[job.priority]}  # fmt: skip
 
 
 def job_from_fields(f: Mapping[str, Any]) -> Job:
@@ -53,12 +54,22 @@ def job_from_fields(f: Mapping[str, Any]) -> Job:
         webhook_url=f.get("webhook_url"),
         blob_keys=json.loads(f.get("blob_keys") or "[]"),
         key_id=f.get("key_id"),
+        priority=priority_of(f.get("priority")),
     )
 
 
-def candidate(job_id: str, key_id: str | None, spec: str) -> Candidate:
-    """A queued job, from its stored key and spec, as the scheduling decision sees it."""
-    return Candidate.of(job_id, key_id or None, GenerationSpec.from_dict(json.loads(spec)))
+# Stored priorities are RANK values; a job stored without one (before priorities existed) is normal.
+_BY_RANK = {rank: priority for priority, rank in RANK.items()}
+
+
+def priority_of(stored: Any) -> Priority:
+    return Priority.NORMAL if stored is None or stored == "" else _BY_RANK[int(stored)]
+
+
+def candidate(job_id: str, key_id: str | None, spec: str, priority: Any = None) -> Candidate:
+    """A queued job, from its stored key, spec and priority, as the scheduling decision sees it."""
+    decoded = GenerationSpec.from_dict(json.loads(spec))
+    return Candidate.of(job_id, key_id or None, decoded, RANK[priority_of(priority)])
 
 
 def dump_error(error: JobError) -> str:

@@ -1,7 +1,8 @@
 """The scale-out job store: Redis, shared by any number of API nodes and workers.
 
 A reliable-queue pattern on sorted sets, with every state change in one Lua script (atomic on the server):
-- `queue`     queued job ids scored by submission order: ZRANK is the exact queue position, across nodes;
+- `queue`     queued job ids scored by priority, then submission order (`queue_score` in the job's hash):
+              ZRANK is the exact queue position, across nodes; the first entries are the claim's candidates;
 - `running`   running job ids scored by lease expiry: expired entries are the jobs of dead workers, and go back
               to `queue` with their original score, so a requeued job keeps its place;
 - `deadlines` queued jobs with a start deadline; `finished` terminal jobs by end time (retention);
@@ -23,10 +24,15 @@ from fluxserve.core.accounts import ApiKey, usage_day
 from fluxserve.core.jobs import TRANSITIONS, DeliveryState, Job, JobError, JobStatus, LogLine, WebhookDelivery
 from fluxserve.store import records
 from fluxserve.store.protocols import Admission, QueueFull, lost_attempt
-from fluxserve.store.scheduling import CANDIDATE_SCAN, Candidate, ClaimPolicy, KeyLoad, plan
+from fluxserve.store.scheduling import CANDIDATE_SCAN, RANK, TOP_RANK, Candidate, ClaimPolicy, KeyLoad, plan
 
 DEFAULT_NAMESPACE = "fluxserve:"
 SCRIPT_MARK = "-- script: "
+# A job's queue score is its sequence number plus this for each rank below the top (scheduling.RANK): every
+# job of a higher priority scores below every job of a lower one. Sequence numbers stay far below it, and
+# scores stay exact integers (doubles hold 2**53). A job stored without a score (and so without a priority)
+# is normal: scored by its sequence number.
+PRIORITY_STRIDE = 2**40
 
 
 def load_scripts() -> dict[str, str]:
@@ -128,7 +134,7 @@ class RedisJobStore:
         per_key = admission.max_queued_per_key or None  # 0: no cap
         outcome = self._scripts["submit"](args=[
             self.ns, job.id, json.dumps(fields), job.webhook_url or "",
-            _cap(admission.max_queued), _cap(per_key),
+            _cap(admission.max_queued), _cap(per_key), (TOP_RANK - RANK[job.priority]) * PRIORITY_STRIDE,
         ])  # fmt: skip
         if outcome == 1:  # a refusal changes nothing: a flood of 429s wakes no waiter
             self._changed()
@@ -153,8 +159,9 @@ class RedisJobStore:
 
     def _candidates(self, job_ids: list[str], now: float) -> list[Candidate]:
         """The queued jobs, less those past their start deadline (the claim script fails them first)."""
-        rows = self._hmget_each(job_ids, ["key_id", "spec", "start_deadline"])
-        return [records.candidate(job_id, key_id, spec) for job_id, (key_id, spec, deadline) in zip(job_ids, rows)
+        rows = self._hmget_each(job_ids, ["key_id", "spec", "start_deadline", "priority"])
+        return [records.candidate(job_id, key_id, spec, priority)
+                for job_id, (key_id, spec, deadline, priority) in zip(job_ids, rows)
                 if spec and (deadline is None or float(deadline) >= now)]  # fmt: skip
 
     def _load(self) -> KeyLoad:

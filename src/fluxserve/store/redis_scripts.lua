@@ -21,7 +21,8 @@ local function transition(ns, id, target, now, allowed, fields)
   redis.call('ZREM', ns .. 'running', id)
   redis.call('ZREM', ns .. 'deadlines', id)
   if target == 'queued' then
-    redis.call('ZADD', ns .. 'queue', redis.call('HGET', key, 'seq'), id)
+    local score = redis.call('HGET', key, 'queue_score') or redis.call('HGET', key, 'seq')
+    redis.call('ZADD', ns .. 'queue', score, id)
     local deadline = redis.call('HGET', key, 'start_deadline')
     if deadline then redis.call('ZADD', ns .. 'deadlines', deadline, id) end
   elseif target == 'running' then
@@ -67,7 +68,8 @@ return {1, 1}
 
 -- script: submit
 -- ARGV: ns, id, fields(json), webhook_url ('' for none), max_queued ('' for none), max_queued_per_key
--- ('' for none). The caps are checked by the same script as the insert: atomic across every API node.
+-- ('' for none), priority offset (added to the sequence number: the queue score, see redis.py). The caps
+-- are checked by the same script as the insert: atomic across every API node.
 -- Returns 1 (inserted), 0 (the id exists: a no-op), -1 (the queue is full), -2 (the key's share is full).
 local ns, id = ARGV[1], ARGV[2]
 local key = ns .. 'job:' .. id
@@ -81,8 +83,9 @@ if fields['key_id'] then
 end
 local seq = redis.call('INCR', ns .. 'seq')
 for k, v in pairs(fields) do redis.call('HSET', key, k, v) end
-redis.call('HSET', key, 'seq', seq, 'status', 'queued', 'attempts', 0)
-redis.call('ZADD', ns .. 'queue', seq, id)
+local score = seq + tonumber(ARGV[7])
+redis.call('HSET', key, 'seq', seq, 'queue_score', score, 'status', 'queued', 'attempts', 0)
+redis.call('ZADD', ns .. 'queue', score, id)
 if fields['start_deadline'] then redis.call('ZADD', ns .. 'deadlines', fields['start_deadline'], id) end
 if ARGV[4] ~= '' then
   redis.call('HSET', ns .. 'hook:' .. id, 'url', ARGV[4], 'state', 'pending', 'attempts', '[]')

@@ -4,7 +4,7 @@ candidates and the keys' load, call plan(), and claim what it returns.
 The rules, in order:
 - a key already running `max_running_per_key` jobs waits, and every job the plan takes counts towards its key's
   limit, batch-mates included;
-- higher priority first;
+- higher priority first (fal's x-fal-queue-priority: every queued normal job before any low one; RANK);
 - among equal priority: plain FIFO while one key (or none: auth off) is queued, so queue positions stay exact;
   with several keys, the oldest job of the key served least recently, so a key that floods the queue with 50
   jobs cannot make another key's single job wait behind all of them. A key the plan takes a job of counts as
@@ -19,10 +19,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fluxserve.core.jobs import GenerationSpec
+from fluxserve.core.jobs import GenerationSpec, Priority
 
-# How far down the queue (oldest first) a claim looks for jobs: bounds the work of every claim.
+# How far down the queue (by rank, then oldest first) a claim looks for jobs: bounds the work of every claim.
 CANDIDATE_SCAN = 256
+
+# Candidate.priority of each of fal's priorities: higher runs first. Both stores keep the rank, and list (and
+# count queue positions) by rank, then submission order: the order this plan takes jobs in when fairness does
+# not reorder them.
+RANK = {Priority.NORMAL: 1, Priority.LOW: 0}
+TOP_RANK = max(RANK.values())
 
 # What jobs must share to run in one pipeline call (GenerationSpec.batch_key, as a hashable value).
 BatchKey = tuple[tuple[str, Any], ...]
@@ -36,19 +42,20 @@ def batch_key(spec: GenerationSpec) -> BatchKey | None:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A queued job as the decision sees it; candidates are listed oldest first."""
+    """A queued job as the decision sees it; candidates are listed by rank, then oldest first."""
 
     job_id: str
     key_id: str | None
     batch_key: BatchKey | None
     # Its input image (Redux' image_url) is fetched before it can run: counted against max_fetches.
     needs_fetch: bool = False
-    # Higher runs first. fal's queue API has no priority field, so the stores give every job 0.
+    # Higher runs first: RANK of the job's Priority.
     priority: int = 0
 
     @classmethod
-    def of(cls, job_id: str, key_id: str | None, spec: GenerationSpec) -> Candidate:
-        return cls(job_id, key_id, batch_key(spec), spec.image_url is not None)
+    def of(cls, job_id: str, key_id: str | None, spec: GenerationSpec, priority: int = RANK[Priority.NORMAL]
+           ) -> Candidate:  # fmt: skip
+        return cls(job_id, key_id, batch_key(spec), spec.image_url is not None, priority)
 
 
 @dataclass(frozen=True)

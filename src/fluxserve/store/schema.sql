@@ -17,7 +17,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     gateway_request_id TEXT NOT NULL,
     webhook_url TEXT,
     blob_keys TEXT NOT NULL DEFAULT '[]',
-    key_id TEXT
+    key_id TEXT,
+    -- scheduling.RANK of its x-fal-queue-priority (1: normal); its index is made at open (sqlite.py)
+    priority INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);

@@ -34,7 +34,11 @@ from fluxserve.store.sqlite_connections import BUSY_TIMEOUT_S, RETRY_BUDGET_S, C
 COLUMNS = ", ".join(records.JOB_FIELDS)
 KEY_COLUMNS = ", ".join(records.KEY_FIELDS)
 # Columns added after a table was first created: added to older files at open.
-MIGRATIONS = (("jobs", "key_id", "TEXT"), ("workers", "stats", "TEXT"))
+# An older file's jobs are all normal (scheduling.RANK[Priority.NORMAL] is 1).
+MIGRATIONS = (("jobs", "key_id", "TEXT"), ("workers", "stats", "TEXT"),
+              ("jobs", "priority", "INTEGER NOT NULL DEFAULT 1"))  # fmt: skip
+# The order queued jobs are listed and counted in (rank, then submission); made once its columns exist.
+QUEUE_ORDER_INDEX = "CREATE INDEX IF NOT EXISTS jobs_queue_order ON jobs (status, priority DESC, seq)"
 # A file from before the `served` table holds no rows there: each key starts from the last start among the
 # jobs the file still holds, so an upgrade keeps the order keys were being served in.
 SEED_SERVED = ("INSERT OR IGNORE INTO served (key_id, at) SELECT COALESCE(key_id, ''), MAX(started_at) FROM jobs"
@@ -64,6 +68,7 @@ class SQLiteJobStore:
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in columns:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        self._db.execute(QUEUE_ORDER_INDEX)
         if not self._db.execute("SELECT 1 FROM served LIMIT 1").fetchone():
             self._db.execute(SEED_SERVED)
 
@@ -98,8 +103,10 @@ class SQLiteJobStore:
         return records.job_from_fields(dict(zip(records.JOB_FIELDS, rows[0]))) if rows else None
 
     def queue_position(self, job_id: str) -> int | None:
+        """The queued jobs ahead of it: every one of higher priority, and the older ones of its own."""
         rows = self._read(
-            "SELECT (SELECT COUNT(*) FROM jobs AS ahead WHERE ahead.status = 'queued' AND ahead.seq < j.seq)"
+            "SELECT (SELECT COUNT(*) FROM jobs AS ahead WHERE ahead.status = 'queued'"
+            " AND (ahead.priority > j.priority OR ahead.priority = j.priority AND ahead.seq < j.seq))"
             " FROM jobs AS j WHERE j.id = ? AND j.status = 'queued'",
             (job_id,),
         )
@@ -143,7 +150,8 @@ class SQLiteJobStore:
         with self._write() as db:
             self._expire_start_deadlines(now)
             rows = db.execute(
-                "SELECT id, key_id, spec FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT ?", (CANDIDATE_SCAN,)
+                "SELECT id, key_id, spec, priority FROM jobs WHERE status = 'queued'"
+                " ORDER BY priority DESC, seq LIMIT ?", (CANDIDATE_SCAN,)
             ).fetchall()
             chosen = plan([records.candidate(*row) for row in rows], self._load(db), policy) if rows else []
             for job_id in chosen:

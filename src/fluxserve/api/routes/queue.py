@@ -20,9 +20,9 @@ from fluxserve.api import admission, fal, job_calls
 from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
-from fluxserve.api.fal import start_deadline
+from fluxserve.api.fal import queue_priority, start_deadline
 from fluxserve.api.responses import NOT_FOUND, error
-from fluxserve.core.jobs import Job, JobStatus
+from fluxserve.core.jobs import Job, JobStatus, Priority
 from fluxserve.net.webhooks import checked_webhook_target
 from fluxserve.store.protocols import Admission, QueueFull
 
@@ -38,6 +38,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         fal_webhook: Optional[str] = Query(default=None, pattern=r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+",
                                            description="http(s) URL to POST the result to when done"),
         deadline: Optional[float] = Depends(start_deadline),
+        priority: Priority = Depends(queue_priority),
         admit: Admission = Depends(admission.admission),
         svc: Services = Depends(services),
         who: Caller = Depends(submitter),  # a submit: spends one of the key's rate-limit tokens
@@ -48,7 +49,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         try:
             job = await job_calls.submit(
                 svc, endpoint.app_id, spec, deadline,
-                await checked_webhook_target(svc.webhook_targets, fal_webhook), who.key_id, admit,
+                await checked_webhook_target(svc.webhook_targets, fal_webhook), who.key_id, admit, priority,
             )
         except QueueFull as exc:
             return admission.refusal(exc, svc)
