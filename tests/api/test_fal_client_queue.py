@@ -6,8 +6,9 @@ import asyncio
 import threading
 import time
 
-import fal_client
 import pytest
+
+from tests.support.fal_clients import point_fal_client
 
 APP = "fal-ai/flux/schnell"
 ARGS = {"prompt": "a cat", "image_size": "square", "seed": 2}
@@ -16,10 +17,7 @@ ARGS = {"prompt": "a cat", "image_size": "square", "seed": 2}
 @pytest.fixture
 def fal(fake_server, monkeypatch):
     """fal_client pointed at the live server; plain HTTP by the documented URL-format switch."""
-    monkeypatch.setenv("FAL_KEY", "anything")
-    monkeypatch.setattr(fal_client.client, "RUN_URL_FORMAT", f"{fake_server.url}/")
-    monkeypatch.setattr(fal_client.client, "QUEUE_URL_FORMAT", f"{fake_server.url}/queue/")
-    return fal_client
+    return point_fal_client(monkeypatch, fake_server.url)
 
 
 def test_submit_status_with_logs_and_result(fal):
@@ -100,3 +98,18 @@ def test_async_client(fal):
 def test_run_is_still_the_same_job_path(fal, fake_server):
     out = fal.run(APP, arguments=ARGS)
     assert out["seed"] == 2 and out["images"][0]["url"].startswith(fake_server.url + "/files/")
+
+
+def test_store_io_0_hands_the_result_out_once_and_keeps_no_payload(fal, fake_server):
+    """fal's `headers={"X-Fal-Store-IO": "0"}`: the payloads are not kept; the images stay at their URLs."""
+    handle = fal.submit(APP, arguments={**ARGS, "prompt": "a private cat"}, headers={"X-Fal-Store-IO": "0"})
+    result = handle.get()
+    assert result["prompt"] == "a private cat"
+    with pytest.raises(fal.FalClientHTTPError) as again:
+        fal.result(APP, handle.request_id)
+    assert again.value.status_code == 410
+    assert fake_server.store.get(handle.request_id).spec.prompt == ""
+    with fake_server.client() as http:
+        assert http.get(result["images"][0]["url"]).status_code == 200
+    kept = fal.submit(APP, arguments=ARGS, headers={"X-Fal-Store-IO": "1"})
+    assert kept.get() == fal.result(APP, kept.request_id), "any other value keeps them, as on fal"

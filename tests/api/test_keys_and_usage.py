@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
+import time
 
 import fal_client
 import pytest
@@ -68,6 +71,60 @@ def test_fal_client_sends_its_key_as_fal_does(secured, monkeypatch):
     with pytest.raises(fal_client.FalClientHTTPError) as info:
         fal_client.SyncClient(key="fsk_nope:nope").run("fal-ai/flux/schnell", arguments={"prompt": "x"})
     assert info.value.status_code == 401
+
+
+# What fal's own credentials look like: a fal.ai key (`<uuid>:<hex>`) and the JWT `fal auth login` saves.
+FAL_AI_KEY = "4f9c2b1e-7d3a-4c8e-9b0f-1a2b3c4d5e6f:0123456789abcdef0123456789abcdef"
+
+
+def fal_login_jwt() -> str:
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    claims = {"sub": "github|42", "exp": int(time.time()) + 3600}
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def test_a_401_says_which_credential_it_got_and_what_to_do(secured):
+    server, keys = secured
+    token = fal_login_jwt()
+    cases = {
+        "": "Missing credentials",
+        f"Bearer {token}": "`fal auth login`",
+        f"Key {FAL_AI_KEY}": "not issued by this server",
+        f"Key {keys['alice'][0]}:wrong-secret": "Invalid API key",
+        keys["gone"][1]["authorization"]: "revoked",
+        "Key fsk_no_secret_given": "Malformed API key",
+        "Basic dXNlcjpwYXNz": "Unsupported Authorization scheme",
+    }  # fmt: skip
+    with server.client() as http:
+        for header, said in cases.items():
+            r = http.post(RUN, json={"prompt": "x"}, headers={"authorization": header} if header else {})
+            detail = r.json()["detail"]
+            assert r.status_code == 401 and said in detail, (header, detail)
+            assert "fluxserve keys create" in detail and "Authorization: Key <key id>:<secret>" in detail
+            assert r.headers["www-authenticate"] == "Key", "RFC 9110 §11.6.1: a 401 names the scheme it takes"
+            secret = header.partition(" ")[2].rpartition(":")[2]
+            assert not secret or secret not in r.text, "a 401 never repeats the credential"
+
+
+def test_fal_client_with_fal_credentials_is_told_to_create_a_fluxserve_key(secured, monkeypatch, tmp_path):
+    server, _ = secured
+    monkeypatch.setattr(fal_client.client, "RUN_URL_FORMAT", f"{server.url}/")
+    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    # `fal auth login`'s file: a refresh token, then an access token still valid (so no refresh is attempted).
+    (tmp_path / "auth0_token").write_text(f"refresh-token\n{fal_login_jwt()}\n")
+    monkeypatch.setenv("FAL_HOME_DIR", str(tmp_path))
+    with pytest.raises(fal_client.FalClientHTTPError) as login:
+        fal_client.SyncClient().run("fal-ai/flux/schnell", arguments={"prompt": "x"})
+    monkeypatch.setenv("FAL_KEY", FAL_AI_KEY)
+    with pytest.raises(fal_client.FalClientHTTPError) as fal_key:
+        fal_client.SyncClient().run("fal-ai/flux/schnell", arguments={"prompt": "x"})
+    assert login.value.status_code == 401 and "`fal auth login`" in login.value.message
+    assert fal_key.value.status_code == 401 and "not issued by this server" in fal_key.value.message
+    for refused in (login.value, fal_key.value):
+        assert "fluxserve keys create" in refused.message and "FAL_KEY=<key id>:<secret>" in refused.message
 
 
 def test_usage_is_counted_per_key_in_megapixels_rounded_up(secured):

@@ -6,12 +6,15 @@ import functools
 import sys
 import time
 
+import fal_client
 import pytest
 
 from tests.support import waits
+from tests.support.fal_clients import point_fal_client
 from tests.support.procs import Cluster, Proc
 
-SUBMIT = "/queue/fal-ai/flux/schnell"
+APP = "fal-ai/flux/schnell"
+SUBMIT = f"/queue/{APP}"
 # Big and long enough on the tiny model (about 2 s on 2 cores) to be killed in the middle.
 SLOW = {"prompt": "a slow cat", "image_size": "square_hd", "num_inference_steps": 12, "seed": 1}
 FAST = {"prompt": "a quick cat", "image_size": {"width": 64, "height": 64}, "num_inference_steps": 1}
@@ -65,6 +68,27 @@ def test_a_job_whose_workers_keep_dying_fails_with_a_clear_error(cluster):
         doomed.kill()
         end = wait_until(lambda: (s := status(http, handle))["status"] == "COMPLETED" and s, what="give-up")
     assert end["error_type"] == "runner_disconnected" and "died 1 times" in end["error"]
+
+
+def test_x_fal_no_retry_fails_a_job_whose_worker_died_instead_of_running_it_again(cluster, monkeypatch):
+    """Through the real fal_client, as fal documents the header: `headers={"X-Fal-No-Retry": "1"}`."""
+    c = cluster()  # the default --max-attempts would run it again on the rescuer
+    c.start_api()
+    doomed = c.start_worker("doomed")
+    fal = point_fal_client(monkeypatch, c.url)
+    handle = fal.submit(APP, arguments=SLOW, headers={"X-Fal-No-Retry": "1"})
+    with c.client() as http:
+        urls = {"status_url": f"{c.url}/queue/fal-ai/flux/requests/{handle.request_id}/status"}
+        wait_until(lambda: any(m["message"].startswith("step") for m in status(http, urls)["logs"] or []),
+                   what="the job to be running")  # fmt: skip
+        doomed.kill()
+        c.start_worker("rescuer")
+        end = wait_until(lambda: (s := status(http, urls))["status"] == "COMPLETED" and s, what="the failure")
+    assert end["error_type"] == "runner_disconnected" and "X-Fal-No-Retry" in end["error"]
+    assert [m["message"] for m in end["logs"]].count("text encode") == 1, "never started a second time"
+    with pytest.raises(fal_client.FalClientHTTPError) as raised:
+        handle.get()
+    assert raised.value.status_code == 503 and "X-Fal-No-Retry" in raised.value.message
 
 
 def test_an_api_killed_and_restarted_loses_nothing_queued(cluster):

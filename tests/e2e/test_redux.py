@@ -10,6 +10,7 @@ from PIL import Image
 
 from fluxserve.core.settings import UrlPolicy
 from tests.conftest import make_settings, start_live_server
+from tests.support.fal_clients import point_fal_client
 from tests.support.images import ImageOrigin, png_bytes, png_data_uri
 from tests.support.waits import wait_result
 
@@ -112,11 +113,7 @@ def test_without_a_redux_model_the_endpoint_says_so(fake_server):
 
 
 def test_fal_client_upload_then_redux(tiny_server, monkeypatch, tmp_path):
-    monkeypatch.setenv("FAL_KEY", "anything")
-    monkeypatch.setattr(fal_client.client, "RUN_URL_FORMAT", f"{tiny_server.url}/")
-    monkeypatch.setattr(fal_client.client, "QUEUE_URL_FORMAT", f"{tiny_server.url}/queue/")
-    monkeypatch.setattr(fal_client.client, "REST_URL", tiny_server.url)
-    monkeypatch.setattr(fal_client.client, "CDN_URL", tiny_server.url)
+    point_fal_client(monkeypatch, tiny_server.url, storage=True)
     path = tmp_path / "input.png"
     Image.new("RGB", (48, 48), (0, 128, 255)).save(path)
     url = fal_client.upload_file(path)

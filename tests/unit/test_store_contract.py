@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from fluxserve.core.jobs import Job, JobError, JobStatus, LogLine, Priority, new_job_id
+from fluxserve.core.jobs import Job, JobError, JobStatus, LogLine, Priority, RequestOptions, new_job_id
 from fluxserve.store.scheduling import ClaimPolicy, batch_key
 from fluxserve.store.sqlite import SQLiteJobStore
 from tests.support.claiming import claim_one
@@ -192,6 +192,20 @@ def test_claims_are_counted_and_a_job_whose_workers_keep_dying_fails(store, cloc
     assert "3 times" in failed.error.detail
 
 
+def test_a_no_retry_job_fails_the_first_time_its_worker_dies(store, clock):
+    retried = submit(store)
+    once = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, options=RequestOptions(no_retry=True))
+    store.submit(once)
+    assert store.get(once.id).options.no_retry and not store.get(retried.id).options.no_retry
+    claim_one(store, "w1", lease_s=5)
+    claim_one(store, "w1", lease_s=5)
+    clock.advance(6)
+    assert store.requeue_expired(max_attempts=3) == [retried.id]
+    failed = store.get(once.id)
+    assert failed.status is JobStatus.FAILED and failed.attempts == 1
+    assert failed.error.error_type == "runner_disconnected" and "X-Fal-No-Retry" in failed.error.detail
+
+
 def test_a_job_not_started_by_its_deadline_fails_with_fals_timeout(store, clock):
     late = Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, start_deadline=clock() + 5)
     store.submit(late)
@@ -264,13 +278,15 @@ def test_a_dead_dispatchers_delivery_is_claimed_again(store, clock):
     assert len(store.claim_webhooks(lease_s=10)) == 1
 
 
-def test_drop_output(store):
-    job = submit(store)
+def test_drop_output_forgets_the_payloads_and_keeps_the_parameters(store):
+    job = Job(id=new_job_id(), app="fal-ai/flux/schnell/redux", spec=make_spec(prompt="secret", image_url="data:x"))
+    store.submit(job)
     claim_one(store, "w", 10)
     store.complete(job.id, {"images": ["data:..."]})
     store.drop_output(job.id)
     got = store.get(job.id)
     assert got.status is JobStatus.COMPLETED and got.output is None
+    assert got.spec.prompt == "" and got.spec.image_url is None and got.spec.seed == job.spec.seed
 
 
 def test_a_batch_claim_takes_the_oldest_compatible_jobs_and_counts_each_attempt(store):

@@ -13,7 +13,7 @@ from fastapi import Header
 from fastapi.responses import JSONResponse
 
 from fluxserve.core.errors import InputError
-from fluxserve.core.jobs import Job, JobStatus, LogLine, Priority
+from fluxserve.core.jobs import Job, JobStatus, LogLine, Priority, RequestOptions
 
 REQUEST_ID_HEADER = "x-fal-request-id"
 PRIORITY_HEADER = "x-fal-queue-priority"
@@ -121,3 +121,26 @@ def queue_priority(
         return Priority(x_fal_queue_priority.strip().lower())
     except ValueError:
         return Priority.NORMAL  # fal ignores a value it does not know (and JS passes any string through)
+
+
+# fal's documented values for X-Fal-No-Retry; any other value leaves retries on.
+TRUE_VALUES = {"1", "true", "yes"}
+
+
+def request_options(
+    x_fal_no_retry: str = Header(
+        default=None,
+        description="1, true or yes: a request whose worker dies fails (503 runner_disconnected) instead of "
+        "being queued again",
+    ),
+    x_fal_store_io: str = Header(
+        default=None,
+        description="0: the request's payloads (prompt, result JSON) are not kept once its result is handed out "
+        "(images stay at their URLs)",
+    ),
+) -> RequestOptions:
+    """A dependency for every route that creates a job: fal's platform headers that change how it is handled.
+    Values fal does not document leave the default (fal ignores them too)."""
+    no_retry = x_fal_no_retry is not None and x_fal_no_retry.strip().lower() in TRUE_VALUES
+    store_io = x_fal_store_io is None or x_fal_store_io.strip() != "0"
+    return RequestOptions(no_retry=no_retry, store_io=store_io)

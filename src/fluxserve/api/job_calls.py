@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.deps import Services
 from fluxserve.api.fal import status_body
-from fluxserve.core.jobs import GenerationSpec, Job, JobStatus, Priority, new_job_id
+from fluxserve.core.jobs import GenerationSpec, Job, JobStatus, Priority, RequestOptions, new_job_id
 from fluxserve.store.protocols import Admission
 
 
@@ -25,10 +25,11 @@ async def submit(
     key_id: str | None = None,
     admission: Admission | None = None,
     priority: Priority = Priority.NORMAL,
+    options: RequestOptions = RequestOptions(),
 ) -> Job:
     """Raises store.protocols.QueueFull (nothing stored) when the job does not fit under `admission`."""
     job = Job(id=new_job_id(), app=app_id, spec=spec, webhook_url=webhook_url, key_id=key_id,
-              priority=priority)  # fmt: skip
+              priority=priority, options=options)  # fmt: skip
     if start_timeout_s is not None:
         job.start_deadline = job.created_at + start_timeout_s
     await run_in_threadpool(svc.store.submit, job, admission)
@@ -42,9 +43,10 @@ async def abandon(svc: Services, job_id: str) -> None:
         await run_in_threadpool(svc.store.cancel, job_id)
 
 
-async def forget_if_sync_mode(svc: Services, job: Job) -> None:
-    """sync_mode results are handed out once, never kept (a webhook, if any, still gets its copy)."""
-    if job.spec.sync_mode and job.status is JobStatus.COMPLETED and job.webhook_url is None:
+async def forget_if_handed_out_once(svc: Services, job: Job) -> None:
+    """sync_mode and X-Fal-Store-IO: 0 results are handed out once, never kept (a webhook, if any, still gets its
+    copy)."""
+    if job.handed_out_once and job.status is JobStatus.COMPLETED and job.webhook_url is None:
         await run_in_threadpool(svc.store.drop_output, job.id)
 
 

@@ -116,6 +116,11 @@ class JobError:
         return cls(503, "runner_disconnected", f"The worker running this request died {attempts} times; gave up")
 
     @classmethod
+    def worker_lost_no_retry(cls) -> JobError:
+        message = "The worker running this request died; it asked for no retries (X-Fal-No-Retry)"
+        return cls(503, "runner_disconnected", message)
+
+    @classmethod
     def bad_image_url(cls, reason: str) -> JobError:
         """Refused or unusable image_url: a 422 naming the field, as if the API had refused it."""
         item = {"loc": ["body", "image_url"], "msg": f"image_url {reason}", "type": "image_url_error"}
@@ -147,6 +152,24 @@ class Priority(str, enum.Enum):
     LOW = "low"
 
 
+@dataclass(frozen=True)
+class RequestOptions:
+    """fal's per-request platform headers that change how a job is handled, not what it generates. Stored as one
+    JSON value; a record without one (or a key it lacks) reads as the defaults."""
+
+    # X-Fal-No-Retry: a job whose worker dies fails instead of running again (worker_lost_error).
+    no_retry: bool = False
+    # X-Fal-Store-IO: 0: its payloads (prompt, result JSON) are not kept once handed out; images stay.
+    store_io: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestOptions:
+        return cls(**{name: value for name, value in data.items() if name in cls.__dataclass_fields__})
+
+
 def new_job_id() -> str:
     return str(uuid.uuid4())
 
@@ -176,6 +199,13 @@ class Job:
     key_id: str | None = None
     # fal's x-fal-queue-priority; jobs stored before priorities existed read as normal.
     priority: Priority = Priority.NORMAL
+    options: RequestOptions = field(default_factory=lambda: RequestOptions())
+
+    @property
+    def handed_out_once(self) -> bool:
+        """Its result is given to one reader (run, result call or webhook), then dropped: sync_mode data URIs
+        and X-Fal-Store-IO: 0 are not kept in the store."""
+        return self.spec.sync_mode or not self.options.store_io
 
     @property
     def error_or_cancel(self) -> JobError | None:
@@ -183,6 +213,14 @@ class Job:
         if self.status is JobStatus.CANCELLED:
             return JobError.cancelled()
         return self.error
+
+
+def worker_lost_error(attempts: int, max_attempts: int, no_retry: bool) -> JobError | None:
+    """What a running job whose worker stopped renewing its lease becomes (both stores ask here): None, queued
+    again; else the failure it ends with (its retries spent, or it asked for none)."""
+    if no_retry:
+        return JobError.worker_lost_no_retry()
+    return JobError.worker_lost(attempts) if attempts >= max_attempts else None
 
 
 class DeliveryState(str, enum.Enum):

@@ -157,5 +157,5 @@ class WebhookDispatcher:
         self.store.append_log(job.id, attempt_log_line(delivery.url, result, state, delay))
         answer = result.status_code or result.error
         log.info("webhook %s attempt %d -> %s (%s)", job.id, number, state.value, answer)
-        if state is not DeliveryState.PENDING and job.spec.sync_mode and job.status is JobStatus.COMPLETED:
-            self.store.drop_output(job.id)  # sync_mode results are not kept once handed over
+        if state is not DeliveryState.PENDING and job.handed_out_once and job.status is JobStatus.COMPLETED:
+            self.store.drop_output(job.id)  # not kept once handed over

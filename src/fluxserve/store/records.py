@@ -10,13 +10,13 @@ from importlib import resources
 from typing import Any
 
 from fluxserve.core.accounts import ApiKey, megapixels
-from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus, Priority
+from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus, Priority, RequestOptions
 from fluxserve.store.scheduling import RANK, Candidate
 
 # A job's stored fields, in the order SQLite selects its columns.
 JOB_FIELDS = ("id", "app", "spec", "status", "created_at", "started_at", "finished_at", "output", "error",
               "worker_id", "lease_until", "attempts", "start_deadline", "gateway_request_id", "webhook_url",
-              "blob_keys", "key_id", "priority")  # fmt: skip
+              "blob_keys", "key_id", "priority", "options")  # fmt: skip
 KEY_FIELDS = ("key_id", "secret_sha256", "name", "admin", "created_at", "revoked")
 USAGE_FIELDS = ("day", "key_id", "app", "requests", "images", "megapixels")
 
@@ -31,7 +31,7 @@ def new_job_fields(job: Job) -> dict[str, Any]:
     return {"id": job.id, "app": job.app, "spec": json.dumps(job.spec.to_dict()), "created_at": job.created_at,
             "start_deadline": job.start_deadline, "gateway_request_id": job.gateway_request_id,
             "webhook_url": job.webhook_url or None, "blob_keys": "[]", "key_id": job.key_id or None,
-            "priority": RANK[job.priority]}  # fmt: skip
+            "priority": RANK[job.priority], "options": json.dumps(job.options.to_dict())}  # fmt: skip
 
 
 def job_from_fields(f: Mapping[str, Any]) -> Job:
@@ -55,6 +55,7 @@ def job_from_fields(f: Mapping[str, Any]) -> Job:
         blob_keys=json.loads(f.get("blob_keys") or "[]"),
         key_id=f.get("key_id"),
         priority=priority_of(f.get("priority")),
+        options=options_of(f.get("options")),
     )
 
 
@@ -64,6 +65,17 @@ _BY_RANK = {rank: priority for priority, rank in RANK.items()}
 
 def priority_of(stored: Any) -> Priority:
     return Priority.NORMAL if stored is None or stored == "" else _BY_RANK[int(stored)]
+
+
+def spec_without_payload(stored: str) -> str:
+    """A finished job's stored spec with what the client sent as content (prompt, image_url: perhaps a data URI)
+    erased: the parameters stay, for the record."""
+    return json.dumps({**json.loads(stored), "prompt": "", "image_url": None})
+
+
+def options_of(stored: str | None) -> RequestOptions:
+    """A job's stored RequestOptions; a record from before they were stored has the defaults."""
+    return RequestOptions.from_dict(json.loads(stored)) if stored else RequestOptions()
 
 
 def candidate(job_id: str, key_id: str | None, spec: str, priority: Any = None) -> Candidate:

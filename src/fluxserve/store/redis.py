@@ -21,7 +21,16 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 from fluxserve.core.accounts import ApiKey, usage_day
-from fluxserve.core.jobs import TRANSITIONS, DeliveryState, Job, JobError, JobStatus, LogLine, WebhookDelivery
+from fluxserve.core.jobs import (
+    TRANSITIONS,
+    DeliveryState,
+    Job,
+    JobError,
+    JobStatus,
+    LogLine,
+    WebhookDelivery,
+    worker_lost_error,
+)
 from fluxserve.store import records
 from fluxserve.store.protocols import Admission, QueueFull, lost_attempt
 from fluxserve.store.scheduling import CANDIDATE_SCAN, RANK, TOP_RANK, Candidate, ClaimPolicy, KeyLoad, plan
@@ -187,14 +196,13 @@ class RedisJobStore:
         if not expired:
             return []
         seen = {}
-        for job_id, (attempts,) in zip(expired, self._hmget_each(expired, ["attempts"])):
+        for job_id, (attempts, options) in zip(expired, self._hmget_each(expired, ["attempts", "options"])):
             count = int(attempts or 0)
-            error = records.dump_error(JobError.worker_lost(count)) if count >= max_attempts else ""
-            seen[job_id] = {"attempts": count, "error": error}
+            lost = worker_lost_error(count, max_attempts, records.options_of(options).no_retry)
+            seen[job_id] = {"attempts": count, "error": "" if lost is None else records.dump_error(lost)}
         return self._run(
-            "requeue", _num(now), max_attempts, _allowed(JobStatus.QUEUED), _allowed(JobStatus.FAILED),
-            json.dumps(seen),
-        )  # fmt: skip
+            "requeue", _num(now), _allowed(JobStatus.QUEUED), _allowed(JobStatus.FAILED), json.dumps(seen)
+        )
 
     def expire_start_deadlines(self) -> list[str]:
         error = records.dump_error(JobError.start_timeout())
@@ -228,7 +236,11 @@ class RedisJobStore:
     # -- retention -----------------------------------------------------------------------------------
 
     def drop_output(self, job_id: str) -> None:
-        self.redis.hdel(self._key("job", job_id), "output")
+        # A finished job's spec changes nowhere else, so the read and the write need no script.
+        job = self._key("job", job_id)
+        spec = self.redis.hget(job, "spec")
+        if spec is not None:
+            self.redis.pipeline().hdel(job, "output").hset(job, "spec", records.spec_without_payload(spec)).execute()
 
     def purge_finished(self, before: float) -> list[str]:
         return [key for keys in self._run("purge", _num(before)) for key in json.loads(keys)]

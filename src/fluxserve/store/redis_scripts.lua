@@ -123,17 +123,18 @@ redis.call('ZADD', ARGV[1] .. 'running', ARGV[4], ARGV[2])
 return {1, 1}
 
 -- script: requeue
--- ARGV: ns, now, max_attempts, allowed_queued, allowed_failed, expired(json: {id: {attempts, error}}), read
--- by the caller just before; a job whose attempts changed since (another sweep got it first) is skipped.
+-- ARGV: ns, now, allowed_queued, allowed_failed, expired(json: {id: {attempts, error}}), read and decided by
+-- the caller just before (error: the failure it ends with, "" to queue it again; core/jobs.worker_lost_error);
+-- a job whose attempts changed since (another sweep got it first) is skipped.
 local ns, now = ARGV[1], ARGV[2]
 local requeued, failed = {}, 0
-for id, seen in pairs(cjson.decode(ARGV[6])) do
+for id, seen in pairs(cjson.decode(ARGV[5])) do
   local lease = redis.call('ZSCORE', ns .. 'running', id)
   local attempts = tonumber(redis.call('HGET', ns .. 'job:' .. id, 'attempts') or '0')
   if lease and tonumber(lease) < tonumber(now) and attempts == tonumber(seen['attempts']) then
-    if attempts >= tonumber(ARGV[3]) then
-      failed = failed + transition(ns, id, 'failed', now, ARGV[5], {error = seen['error']})
-    elseif transition(ns, id, 'queued', now, ARGV[4], {worker_id = cjson.null, lease_until = cjson.null}) == 1
+    if seen['error'] ~= '' then
+      failed = failed + transition(ns, id, 'failed', now, ARGV[4], {error = seen['error']})
+    elseif transition(ns, id, 'queued', now, ARGV[3], {worker_id = cjson.null, lease_until = cjson.null}) == 1
     then
       table.insert(requeued, id)
     end

@@ -19,7 +19,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     blob_keys TEXT NOT NULL DEFAULT '[]',
     key_id TEXT,
     -- scheduling.RANK of its x-fal-queue-priority (1: normal); its index is made at open (sqlite.py)
-    priority INTEGER NOT NULL DEFAULT 1
+    priority INTEGER NOT NULL DEFAULT 1,
+    -- jobs.RequestOptions as JSON (NULL: the defaults)
+    options TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);

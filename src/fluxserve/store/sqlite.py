@@ -24,6 +24,7 @@ from fluxserve.core.jobs import (
     JobStatus,
     LogLine,
     WebhookDelivery,
+    worker_lost_error,
 )
 from fluxserve.store import records
 from fluxserve.store.doorbell import Doorbell, doorbell_folder
@@ -36,7 +37,8 @@ KEY_COLUMNS = ", ".join(records.KEY_FIELDS)
 # Columns added after a table was first created: added to older files at open.
 # An older file's jobs are all normal (scheduling.RANK[Priority.NORMAL] is 1).
 MIGRATIONS = (("jobs", "key_id", "TEXT"), ("workers", "stats", "TEXT"),
-              ("jobs", "priority", "INTEGER NOT NULL DEFAULT 1"))  # fmt: skip
+              ("jobs", "priority", "INTEGER NOT NULL DEFAULT 1"),
+              ("jobs", "options", "TEXT"))  # fmt: skip
 # The order queued jobs are listed and counted in (rank, then submission); made once its columns exist.
 QUEUE_ORDER_INDEX = "CREATE INDEX IF NOT EXISTS jobs_queue_order ON jobs (status, priority DESC, seq)"
 # A file from before the `served` table holds no rows there: each key starts from the last start among the
@@ -186,13 +188,13 @@ class SQLiteJobStore:
             return []
         with self._write() as db:
             rows = db.execute(
-                "SELECT id, attempts FROM jobs WHERE status = 'running' AND lease_until < ?", (now,)
+                "SELECT id, attempts, options FROM jobs WHERE status = 'running' AND lease_until < ?", (now,)
             ).fetchall()
             requeued = []
-            for job_id, attempts in rows:
-                if attempts >= max_attempts:
-                    error = records.dump_error(JobError.worker_lost(attempts))
-                    self._transition_in_tx(job_id, JobStatus.FAILED, error=error)
+            for job_id, attempts, options in rows:
+                lost = worker_lost_error(attempts, max_attempts, records.options_of(options).no_retry)
+                if lost is not None:
+                    self._transition_in_tx(job_id, JobStatus.FAILED, error=records.dump_error(lost))
                 elif self._transition_in_tx(job_id, JobStatus.QUEUED, worker_id=None, lease_until=None):
                     requeued.append(job_id)
         return requeued
@@ -239,9 +241,10 @@ class SQLiteJobStore:
     # -- retention -----------------------------------------------------------------------------------
 
     def drop_output(self, job_id: str) -> None:
-        """Forget a finished job's output (sync_mode results are not kept)."""
         with self._write() as db:
-            db.execute("UPDATE jobs SET output = NULL WHERE id = ?", (job_id,))
+            for (spec,) in db.execute("SELECT spec FROM jobs WHERE id = ?", (job_id,)).fetchall():
+                db.execute("UPDATE jobs SET output = NULL, spec = ? WHERE id = ?",
+                           (records.spec_without_payload(spec), job_id))  # fmt: skip
 
     def purge_finished(self, before: float) -> list[str]:
         """Delete jobs that ended before `before` and have no webhook left to send; return their blob keys."""

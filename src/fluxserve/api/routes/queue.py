@@ -20,9 +20,9 @@ from fluxserve.api import admission, fal, job_calls
 from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
-from fluxserve.api.fal import queue_priority, start_deadline
+from fluxserve.api.fal import queue_priority, request_options, start_deadline
 from fluxserve.api.responses import NOT_FOUND, error
-from fluxserve.core.jobs import Job, JobStatus, Priority
+from fluxserve.core.jobs import Job, JobStatus, Priority, RequestOptions
 from fluxserve.net.webhooks import checked_webhook_target
 from fluxserve.store.protocols import Admission, QueueFull
 
@@ -39,6 +39,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
                                            description="http(s) URL to POST the result to when done"),
         deadline: Optional[float] = Depends(start_deadline),
         priority: Priority = Depends(queue_priority),
+        options: RequestOptions = Depends(request_options),
         admit: Admission = Depends(admission.admission),
         svc: Services = Depends(services),
         who: Caller = Depends(submitter),  # a submit: spends one of the key's rate-limit tokens
@@ -50,6 +51,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
             job = await job_calls.submit(
                 svc, endpoint.app_id, spec, deadline,
                 await checked_webhook_target(svc.webhook_targets, fal_webhook), who.key_id, admit, priority,
+                options,
             )
         except QueueFull as exc:
             return admission.refusal(exc, svc)
@@ -136,7 +138,7 @@ async def result(request_id: str, svc: Services = Depends(services), who: Caller
         detail = "The result of a sync_mode request is not kept; it was returned once"
         return JSONResponse({"detail": detail}, status_code=410)
     response = fal.result_response(job)
-    await job_calls.forget_if_sync_mode(svc, job)
+    await job_calls.forget_if_handed_out_once(svc, job)
     return response
 
 

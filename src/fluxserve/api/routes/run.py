@@ -20,9 +20,10 @@ from fluxserve.api import admission, fal, job_calls, waiting
 from fluxserve.api.auth import Caller, submitter
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
-from fluxserve.api.fal import start_deadline
+from fluxserve.api.fal import request_options, start_deadline
 from fluxserve.api.responses import error
 from fluxserve.api.schemas import Output
+from fluxserve.core.jobs import RequestOptions
 from fluxserve.store.protocols import Admission, QueueFull
 
 # Nobody reads it: the client is gone. nginx's code for "client closed request", in fal's error shape.
@@ -36,6 +37,7 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         body: input_model,  # type: ignore[valid-type]
         request: Request,
         deadline: Optional[float] = Depends(start_deadline),
+        options: RequestOptions = Depends(request_options),
         admit: Admission = Depends(admission.admission),
         svc: Services = Depends(services),
         who: Caller = Depends(submitter),  # a submit: spends one of the key's rate-limit tokens
@@ -43,7 +45,8 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         endpoint.ensure_available(svc.api)
         spec = endpoint.to_spec(body, base_url(request, svc), svc.api.max_pixels)
         try:
-            job = await job_calls.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id, admission=admit)
+            job = await job_calls.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id, admission=admit,
+                                         options=options)  # fmt: skip
         except QueueFull as exc:
             return admission.refusal(exc, svc)
         try:
@@ -55,7 +58,7 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         if done is None:
             await job_calls.abandon(svc, job.id)
             return JSONResponse(ABANDONED, status_code=499)
-        await job_calls.forget_if_sync_mode(svc, done)
+        await job_calls.forget_if_handed_out_once(svc, done)
         return fal.result_response(done)
 
     router.add_api_route(
