@@ -2,7 +2,8 @@
 //
 //   node tests/js/queue_client.mjs http://127.0.0.1:PORT <scenario>
 //
-// Scenarios: run, subscribe, subscribe-stream, queue, cancel, upload, validation, priority, priority-unknown
+// Scenarios: run, subscribe, subscribe-stream, queue, cancel, upload, validation, priority, priority-unknown,
+// stream, stream-failed
 // (see tests/api/test_js_client.py).
 // On failure: the error on stderr and a non-zero exit code.
 
@@ -106,6 +107,14 @@ async function subscribe(mode) {
   };
 }
 
+// fal.stream as fal documents it: every event through the async iterator, then done()'s value.
+async function streamed(input) {
+  const stream = await fal.stream(APP, { input });
+  const events = [];
+  for await (const event of stream) events.push(event);
+  return { events, done: await stream.done(), requestId: stream.requestId };
+}
+
 const scenarios = {
   async run() {
     const result = await fal.run(APP, { input: INPUT });
@@ -176,6 +185,14 @@ const scenarios = {
   async "priority-unknown"() {
     const { request_id: requestId } = await fal.queue.submit(APP, { input: INPUT, priority: "urgent" });
     return { requestId };
+  },
+
+  async stream() {
+    return streamed({ ...INPUT, num_inference_steps: 3 });
+  },
+
+  async "stream-failed"() {
+    return streamed({ ...INPUT, prompt: "explode" });
   },
 
   async validation() {

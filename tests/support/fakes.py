@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +34,12 @@ CPU_DESCRIPTION = {
                "high": ["fused_qkv", "channels_last_vae"]},  # fmt: skip
     "skipped": {"compile": "needs CUDA", "fp8": "needs a CUDA GPU of compute capability 8.9 or newer"},
 }
+
+
+def fake_previews(spec: GenerationSpec) -> list[str]:
+    out = io.BytesIO()
+    Image.new("RGB", (spec.width // 8, spec.height // 8), (200, 100, 50)).save(out, format="JPEG")
+    return ["data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()] * spec.num_images
 
 
 class FakeEngine(BatchingMixin):
@@ -66,7 +74,10 @@ class FakeEngine(BatchingMixin):
             for step in range(1, spec.num_inference_steps + 1):
                 self.gate.wait()
                 time.sleep(self.step_s)
-                progress.step(step, spec.num_inference_steps)
+                if spec.previews:  # as FluxEngine: one JPEG per image at the latent size
+                    progress.step(step, spec.num_inference_steps, fake_previews(spec))
+                else:
+                    progress.step(step, spec.num_inference_steps)
         colours = [((s * 37) % 256, (s * 91) % 256, (s * 53) % 256) for s in spec.image_seeds]
         images = [Image.new("RGB", (spec.width, spec.height), colour) for colour in colours]
         generated = FakeGenerated(images=images, has_nsfw_concepts=[False] * len(images))

@@ -10,7 +10,7 @@ import fluxserve
 from fluxserve.api import body_limits, errors, rate_limit, security_headers
 from fluxserve.api.deps import Services
 from fluxserve.api.responses import COMMON
-from fluxserve.api.routes import docs, files, metrics, ops, playground, queue, run, usage
+from fluxserve.api.routes import docs, files, metrics, ops, playground, queue, run, stream, usage
 from fluxserve.api.routes import uploads as upload_routes
 from fluxserve.api.waiting import ChangeFeed
 from fluxserve.blobs.base import BlobStore
@@ -49,4 +49,5 @@ def create_app(
     app.include_router(files.router, responses=COMMON)
     app.include_router(queue.router(), responses=COMMON)
     app.include_router(run.router(), responses=COMMON)
+    app.include_router(stream.router(), responses=COMMON)
     return app

@@ -13,7 +13,7 @@ from fastapi import Header
 from fastapi.responses import JSONResponse
 
 from fluxserve.core.errors import InputError
-from fluxserve.core.jobs import Job, JobStatus, LogLine, Priority, RequestOptions
+from fluxserve.core.jobs import PREVIEW_LEVEL, Job, JobStatus, LogLine, Priority, RequestOptions
 
 REQUEST_ID_HEADER = "x-fal-request-id"
 PRIORITY_HEADER = "x-fal-queue-priority"
@@ -67,7 +67,7 @@ def status_body(
     body: dict[str, Any] = {
         "status": FAL_STATUS[job.status],
         **request_urls(base_url, job),
-        "logs": None if logs is None else [log_entry(line) for line in logs],
+        "logs": None if logs is None else [log_entry(line) for line in logs if line.level != PREVIEW_LEVEL],
     }
     if job.status is JobStatus.QUEUED:
         body["queue_position"] = position if position is not None else 0

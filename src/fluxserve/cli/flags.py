@@ -90,6 +90,8 @@ def add_api_flags(f: Flags) -> None:
     f.add("--max-pixels", int, ApiSettings.max_pixels, help="largest width*height per image; larger requests get a 422")
     f.add("--auth", default="auto", choices=["auto", "on", "off"],
           help="require API keys (auto: off on a loopback bind, on for any other)")  # fmt: skip
+    f.add("--stream-previews", default="on" if ApiSettings.stream_previews else "off", choices=["on", "off"],
+          help="step events of /stream carry a small JPEG preview of the current latents")  # fmt: skip
 
 
 def add_model_flags(f: Flags) -> None:
@@ -250,7 +252,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             host=args.host, port=args.port, tls_port=args.tls_port or None, tls_cert=args.tls_cert,
             tls_key=args.tls_key, public_url=args.public_url, max_pixels=args.max_pixels,
             redux_enabled=args.redux_model is not None, max_upload_bytes=args.fetch_max_bytes,
-            auth=auth_required(args), **connection_settings(args), **input_limit_settings(args),
+            auth=auth_required(args), stream_previews=args.stream_previews == "on",
+            **connection_settings(args), **input_limit_settings(args),
         ),  # fmt: skip
         store=StoreSettings(db_path=db_path(data_dir), store_url=args.store),
         admission=AdmissionSettings(max_queue_length=args.max_queue_length,

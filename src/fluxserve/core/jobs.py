@@ -8,6 +8,7 @@ stores apply them with conditional updates so two writers can never both win.
 from __future__ import annotations
 
 import enum
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,9 @@ class GenerationSpec:
     base_url: str
     # Redux: the image to make variations of (http(s) URL, data: URI, or one of fluxserve's own files).
     image_url: str | None = None
+    # A latent preview per step for its /stream (on servers started with --stream-previews). Not in the batch
+    # key: a preview is read off the latents and never changes the image.
+    previews: bool = False
 
     @property
     def image_seeds(self) -> list[int]:
@@ -143,6 +147,26 @@ class LogLine:
     message: str
     timestamp: float
     level: str = "INFO"
+
+
+# The log line a worker writes after each denoising step; /stream reads it back as a progress event.
+_STEP = re.compile(r"step (\d+)/(\d+)")
+
+
+def step_message(step: int, total: int) -> str:
+    return f"step {step}/{total}"
+
+
+def parsed_step(message: str) -> tuple[int, int] | None:
+    """(step, total) of a step log line, None for any other line."""
+    match = _STEP.fullmatch(message)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+# The level of a log line whose message is a step's latent preview (a JPEG data: URI), written just before
+# that step's line. Kept with the job's logs, so it needs no store of its own and goes when the job goes;
+# fal's status logs leave it out.
+PREVIEW_LEVEL = "PREVIEW"
 
 
 class Priority(str, enum.Enum):

@@ -49,6 +49,9 @@ class ApiSettings:
     # Submits per second each key may make (token bucket, per API process; 0: unlimited), and the burst.
     submit_rate: float = 0.0
     submit_burst: int = 20
+    # Step events of /stream carry a small JPEG of the current latents (a fixed 16->RGB projection, computed
+    # on the worker only for jobs submitted through /stream).
+    stream_previews: bool = False
 
 
 DAY_S = 24 * 3600.0

@@ -5,6 +5,7 @@ safety, each a free function (engine/sampling.py, engine/safety.py) over the loa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from fluxserve.engine.images import to_pil, to_pixels
 from fluxserve.engine.loading import load_flux_pipeline
 from fluxserve.engine.model_check import require_model
 from fluxserve.engine.placement import Placement, resolve_placement
+from fluxserve.engine.previews import latent_previews
 from fluxserve.engine.protocol import Generated, NoProgress, Progress
 from fluxserve.engine.redux import ReduxPrior
 from fluxserve.engine.safety import SafetyChecker, check_safety
@@ -136,7 +138,11 @@ class FluxEngine:
                 pooled = torch.cat([p[1] for p in parts])
             with timer.stage("denoise"):
                 seeds_all = [seed for s in specs for seed in s.image_seeds]
-                latents = denoise(self.pipe, first, prompt_embeds, pooled, seeds_all, timer.progress)
+                preview = None
+                if any(spec.previews for spec in specs):  # a /stream job on a server showing previews
+                    preview = functools.partial(latent_previews, self.pipe, height=first.height,
+                                                width=first.width)  # fmt: skip
+                latents = denoise(self.pipe, first, prompt_embeds, pooled, seeds_all, timer.progress, preview)
             with timer.stage("vae decode"):
                 pixels = to_pixels(decode(self.pipe, latents, first.height, first.width))
             checked = [spec.enable_safety_checker for spec in specs for _ in range(spec.num_images)]

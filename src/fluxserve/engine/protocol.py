@@ -16,14 +16,16 @@ class Progress(Protocol):
 
     def stage(self, name: str) -> None: ...
 
-    def step(self, step: int, total: int) -> None: ...
+    def step(self, step: int, total: int, previews: list[str] | None = None) -> None:
+        """previews: when a spec of the batch asked for them, a JPEG data: URI of each image row's current
+        latents, in batch order (engine/previews.py)."""
 
 
 class NoProgress:
     def stage(self, name: str) -> None:
         return None
 
-    def step(self, step: int, total: int) -> None:
+    def step(self, step: int, total: int, previews: list[str] | None = None) -> None:
         return None
 
 

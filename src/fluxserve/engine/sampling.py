@@ -4,6 +4,7 @@ back into its jobs. FluxEngine.generate_batch (engine/flux.py) composes them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fluxserve.core.jobs import GenerationSpec
@@ -35,11 +36,13 @@ def encode_text(pipe: Any, prompt: str, device: str) -> tuple[Any, Any]:
 
 
 def denoise(pipe: Any, spec: GenerationSpec, prompt_embeds: Any, pooled: Any, image_seeds: list[int],
-            progress: Progress) -> Any:  # fmt: skip
-    """The packed latents after spec.num_inference_steps steps; progress hears of each step."""
+            progress: Progress, preview: Callable[[Any], list[str]] | None = None) -> Any:  # fmt: skip
+    """The packed latents after spec.num_inference_steps steps; progress hears of each step, with `preview`
+    of the step's latents when given."""
 
     def step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        progress.step(step + 1, spec.num_inference_steps)  # may raise JobCancelled: stops between steps
+        previews = preview(kwargs["latents"]) if preview is not None else None
+        progress.step(step + 1, spec.num_inference_steps, previews)  # may raise JobCancelled: stops here
         return kwargs
 
     return pipe(
@@ -54,6 +57,7 @@ def denoise(pipe: Any, spec: GenerationSpec, prompt_embeds: Any, pooled: Any, im
         max_sequence_length=MAX_SEQUENCE_LENGTH,
         output_type="latent",
         callback_on_step_end=step_end,
+        callback_on_step_end_tensor_inputs=["latents"],
     ).images
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from fluxserve.core.errors import JobCancelled, StoreBusy
-from fluxserve.core.jobs import Job, JobError
+from fluxserve.core.jobs import PREVIEW_LEVEL, Job, JobError, step_message
 from fluxserve.store.protocols import JobQueue
 
 if TYPE_CHECKING:  # the type only: the worker never loads the engine package itself
@@ -117,17 +117,26 @@ class BatchProgress:
     """The engine's Progress for a batch: log lines to each job, and stop once none of them is ours any more
     (a job cancelled alone in a batch of several is dropped when the batch ends)."""
 
-    def __init__(self, jobs: list[Job], log_line: Callable[[Job, str], None], is_ours: Callable[[Job], bool]):
+    def __init__(self, jobs: list[Job], log_line: Callable[..., None], is_ours: Callable[[Job], bool]):
+        """jobs: those of the engine call, in the order of its specs (the rows of `previews` follow it)."""
         self.jobs, self.log_line, self.is_ours = jobs, log_line, is_ours
+        # Each job's image rows in the engine's batch, fixed at the start (self.jobs shrinks on cancels).
+        self.rows, at = {}, 0
+        for job in jobs:
+            self.rows[job.id] = range(at, at + job.spec.num_images)
+            at += job.spec.num_images
 
     def stage(self, name: str) -> None:
         self.check_still_ours()
         for job in self.jobs:
             self.log_line(job, name)
 
-    def step(self, step: int, total: int) -> None:
+    def step(self, step: int, total: int, previews: list[str] | None = None) -> None:
         for job in self.jobs:
-            self.log_line(job, f"step {step}/{total}")
+            if previews is not None and job.spec.previews:  # before the step line: /stream sends them as one
+                for row in self.rows[job.id]:
+                    self.log_line(job, previews[row], PREVIEW_LEVEL)
+            self.log_line(job, step_message(step, total))
         if step < total:
             self.check_still_ours()
 

@@ -276,7 +276,8 @@ class Worker:
             ready = self.prepare_inputs(batch)
             if ready:
                 specs = [job.spec for job, _ in ready]
-                progress = BatchProgress(batch.jobs, self.log, self.is_ours)
+                # The engine call's jobs, in its row order (one whose image fetch failed is already decided).
+                progress = BatchProgress([job for job, _ in ready], self.log, self.is_ours)
                 results = self.engine.generate_batch(specs, progress, [image for _, image in ready])
                 sizes = [(image.width, image.height) for result in results for image in result.images]
                 self.stats.batch_ran(len(specs), results[0].timings, sizes)
@@ -386,8 +387,8 @@ class Worker:
         wait = job.started_at - job.created_at if job.started_at else None
         return wait, self.clock() - job.created_at
 
-    def log(self, job: Job, message: str) -> None:
-        self.store.append_log(job.id, LogLine(message=message, timestamp=self.clock()))
+    def log(self, job: Job, message: str, level: str = "INFO") -> None:
+        self.store.append_log(job.id, LogLine(message=message, timestamp=self.clock(), level=level))
 
 
 def start_lines(worker_id: str, info: dict[str, Any]) -> list[str]:

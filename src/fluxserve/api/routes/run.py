@@ -10,7 +10,8 @@ billed twice.
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Optional
 
 from fastapi import APIRouter, Depends, Request
@@ -23,17 +24,20 @@ from fluxserve.api.endpoints import ENDPOINTS, Endpoint
 from fluxserve.api.fal import request_options, start_deadline
 from fluxserve.api.responses import error
 from fluxserve.api.schemas import Output
-from fluxserve.core.jobs import RequestOptions
+from fluxserve.core.jobs import Job, RequestOptions
 from fluxserve.store.protocols import Admission, QueueFull
 
 # Nobody reads it: the client is gone. nginx's code for "client closed request", in fal's error shape.
 ABANDONED = {"detail": "The client disconnected; the request was cancelled", "error_type": "client_cancelled"}
 
 
-def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
+def submitted_job(endpoint: Endpoint, streamed: bool = False) -> Callable[..., Awaitable[Job | JSONResponse]]:
+    """A dependency that validates the body, admits and submits its job: the job, or the refusal to answer.
+    Shared with /stream (api/routes/stream.py), so both take the same input, auth, rate limit, caps and
+    X-Fal-Request-Timeout as the queue. A streamed job asks for step previews where the server shows them."""
     input_model = endpoint.input_model
 
-    async def run(
+    async def submit(
         body: input_model,  # type: ignore[valid-type]
         request: Request,
         deadline: Optional[float] = Depends(start_deadline),
@@ -41,14 +45,28 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         admit: Admission = Depends(admission.admission),
         svc: Services = Depends(services),
         who: Caller = Depends(submitter),  # a submit: spends one of the key's rate-limit tokens
-    ) -> JSONResponse:
+    ) -> Job | JSONResponse:
         endpoint.ensure_available(svc.api)
         spec = endpoint.to_spec(body, base_url(request, svc), svc.api.max_pixels)
+        if streamed and svc.api.stream_previews:
+            spec = dataclasses.replace(spec, previews=True)
         try:
-            job = await job_calls.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id, admission=admit,
-                                         options=options)  # fmt: skip
+            return await job_calls.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id,
+                                          admission=admit, options=options)  # fmt: skip
         except QueueFull as exc:
             return admission.refusal(exc, svc)
+
+    return submit
+
+
+def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
+    async def run(
+        request: Request,
+        job: Job | JSONResponse = Depends(submitted_job(endpoint)),
+        svc: Services = Depends(services),
+    ) -> JSONResponse:
+        if isinstance(job, JSONResponse):
+            return job
         try:
             async with hang_up(request) as gone:
                 done = await waiting.wait_for_terminal(svc, job.id, gone)
