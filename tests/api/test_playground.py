@@ -1,15 +1,22 @@
 """The web playground in a real headless Chromium (Debian's, driven by Playwright): generate, see the image,
-see a 422 next to its field; an uploaded page cannot read its key; /docs works under its CSP. Never skipped:
-`make test` installs Chromium and playwright-core."""
+see a 422 next to its field; an uploaded page cannot read its key; /docs works under its CSP; its Python and
+JS snippets, run with the real clients, reproduce the request (a Redux one with its upload too). Never
+skipped: `make test` installs Chromium and playwright-core."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+from tests.conftest import make_settings, start_live_server
+from tests.support.fakes import FakeEngine
 
 pytestmark = pytest.mark.abuse
 
@@ -18,7 +25,32 @@ SCRIPT = ROOT / "tests" / "js" / "playground.mjs"
 SCREENSHOT_DIR = ROOT / "test-artifacts"
 
 
-def test_playground_in_chromium(fake_server):
+@pytest.fixture
+def redux_server(tmp_path):
+    """The fake-engine server with the Redux endpoint on, so its snippet can run too."""
+    server = start_live_server(make_settings(tmp_path / "server", redux_enabled=True), FakeEngine())
+    yield server
+    server.stop()
+
+
+def run_snippet(kind: str, code: str, folder: Path) -> str:
+    """A snippet as a user runs it: a file beside an input.png, FAL_KEY in the environment."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(folder / "input.png")
+    if kind == "python":
+        command = [sys.executable, "snippet.py"]
+    else:
+        (folder / "node_modules").symlink_to(ROOT / "tests" / "js" / "node_modules")
+        command = [shutil.which("node") or "node", "snippet.mjs"]
+    (folder / command[1]).write_text(code)
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=folder,
+                         env={**os.environ, "FAL_KEY": "anything"})  # fmt: skip
+    assert out.returncode == 0, f"the {kind} snippet failed:\n{code}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+def test_playground_in_chromium(redux_server, tmp_path):
+    fake_server = redux_server
     node, chromium = shutil.which("node"), shutil.which("chromium")
     if node is None or chromium is None:
         pytest.fail("node or chromium is missing: run `make test` (scripts/install-browser.sh, make node-deps)")
@@ -46,3 +78,10 @@ def test_playground_in_chromium(fake_server):
     assert seen["docsFetchedSpec"], "Swagger UI ran under its CSP and fetched /openapi.json"
     assert seen["cspViolations"] == [], "the playground and /docs run within their own policies"
     assert screenshot.stat().st_size > 10_000
+    for kind, code in seen["snippets"].items():
+        assert '"https://rest.fal.ai/"' in code or "REST_URL" in code, "storage points here too"
+        assert "'seed': 7" in (out := run_snippet(kind, code, tmp_path / kind)) or '"seed":7' in out
+    for kind, code in seen["reduxSnippets"].items():
+        assert "upload" in code and "/files/picked.png" not in code
+        out = run_snippet(kind, code, tmp_path / f"redux-{kind}")
+        assert "'images'" in out or '"images"' in out

@@ -1,6 +1,7 @@
 // The playground in headless Chromium: type a prompt, generate, see the image; then a bad value shows its 422
 // next to the field; then uploaded HTML and SVG opened in the playground's own tab must not run (they would read
-// its key); /docs renders under its CSP. Prints one JSON line; writes a screenshot.
+// its key); /docs renders under its CSP. Prints one JSON line (with the Python and JS snippets, which the test
+// runs); writes a screenshot.
 //   node playground.mjs BASE_URL SCREENSHOT
 import { chromium } from "playwright-core";
 
@@ -36,6 +37,16 @@ try {
   observed.status = await page.textContent("#status");
   observed.history = await page.$$eval("#history li", (items) => items.length);
   observed.snippet = await page.textContent("#snippet");
+  const snippets = async () => {
+    const text = {};
+    for (const kind of ["python", "javascript"]) {
+      await page.click(`#snippet-tabs button:text-is("${kind}")`);
+      text[kind] = await page.textContent("#snippet");
+    }
+    await page.click('#snippet-tabs button:text-is("curl")');
+    return text;
+  };
+  observed.snippets = await snippets();
   await page.screenshot({ path: screenshot, fullPage: true });
   await page.fill("#f-num_inference_steps", "20");
   await page.click("#submit");
@@ -43,6 +54,8 @@ try {
   observed.fieldError = await page.textContent('.field[data-field="num_inference_steps"] .error');
   await page.click('#endpoints button[data-app="fal-ai/flux/schnell/redux"]');
   observed.reduxFields = await page.$$eval("#form .field", (rows) => rows.map((r) => r.dataset.field));
+  await page.fill("#f-image_url", base + "/files/picked.png"); // as the file picker leaves it after its upload
+  observed.reduxSnippets = await snippets();
   observed.playgroundCspViolations = [...cspViolations];
   observed.keyInLocalStorage = await page.evaluate(() => localStorage.getItem("fluxserve-key"));
   observed.keyInSessionStorage = await page.evaluate(() => sessionStorage.getItem("fluxserve-key"));

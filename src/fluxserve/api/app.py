@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import FastAPI
 
 import fluxserve
-from fluxserve.api import body_limits, errors, rate_limit, security_headers
+from fluxserve.api import body_limits, cors, errors, hosts, rate_limit, security_headers
 from fluxserve.api.deps import Services
 from fluxserve.api.responses import COMMON
-from fluxserve.api.routes import docs, files, metrics, ops, playground, queue, run, stream, usage
+from fluxserve.api.routes import docs, files, metrics, ops, playground, proxy, queue, run, stream, usage
 from fluxserve.api.routes import uploads as upload_routes
 from fluxserve.api.waiting import ChangeFeed
 from fluxserve.blobs.base import BlobStore
@@ -41,6 +41,9 @@ def create_app(
     rate_limit.install(app)
     security_headers.install(app)
     metrics.install(app, store)
+    proxy.install(app)  # outside the limits and metrics: the route it maps to is capped and counted as itself
+    hosts.install(app)  # queue.<host> and rest.<host> paths, rewritten before /proxy and routing see them
+    cors.install(app, api.cors_origins)  # outermost: every refusal above carries the CORS headers too
     docs.install(app)
     playground.install(app)
     app.include_router(ops.router, responses=COMMON)

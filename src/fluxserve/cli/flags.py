@@ -49,6 +49,11 @@ class Flags:
         self.parser.add_argument(flag, type=type_, default=value, help=kwargs.pop("help", None), **kwargs)
 
 
+def parse_origins(text: str) -> tuple[str, ...]:
+    """--cors-origins: comma-separated origins (scheme://host[:port]) or `*`; spaces, a trailing / ignored."""
+    return tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+
+
 def positive_int(text: str) -> int:
     """A count that must be at least one (0 would silently mean "never")."""
     value = int(text)
@@ -92,6 +97,9 @@ def add_api_flags(f: Flags) -> None:
           help="require API keys (auto: off on a loopback bind, on for any other)")  # fmt: skip
     f.add("--stream-previews", default="on" if ApiSettings.stream_previews else "off", choices=["on", "off"],
           help="step events of /stream carry a small JPEG preview of the current latents")  # fmt: skip
+    f.add("--cors-origins", default=",".join(ApiSettings.cors_origins),
+          help="comma-separated browser origins allowed to call the API (https://app.example, or *); "
+          "default: none, no CORS headers")  # fmt: skip
 
 
 def add_model_flags(f: Flags) -> None:
@@ -253,6 +261,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             tls_key=args.tls_key, public_url=args.public_url, max_pixels=args.max_pixels,
             redux_enabled=args.redux_model is not None, max_upload_bytes=args.fetch_max_bytes,
             auth=auth_required(args), stream_previews=args.stream_previews == "on",
+            cors_origins=parse_origins(args.cors_origins),
             **connection_settings(args), **input_limit_settings(args),
         ),  # fmt: skip
         store=StoreSettings(db_path=db_path(data_dir), store_url=args.store),

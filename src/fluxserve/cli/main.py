@@ -53,6 +53,17 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
+def key_lines(auth: bool) -> list[str]:
+    """What FAL_KEY must be, as this server checks it."""
+    if auth:
+        return [
+            "API keys are required (auth on): make one with `fluxserve keys create --name NAME`",
+            "  export FAL_KEY=<the id:secret it prints>",
+        ]
+    return ["Auth is off: any key is accepted",
+            "  export FAL_KEY=anything   # fal_client sends nothing without one"]
+
+
 def banner(server: Any, settings: Settings) -> str:
     http = server.url("http")
     lines = [
@@ -62,18 +73,29 @@ def banner(server: Any, settings: Settings) -> str:
         f"  API docs       {http}/docs   (OpenAPI: {http}/openapi.json)",
     ]
     if settings.api.tls_port is not None:
+        lines.append(f"  over HTTPS     {server.url('https')}/fal-ai/flux/schnell")
+    lines += ["", *key_lines(settings.api.auth), ""]
+    if settings.api.tls_port is not None:
         https = server.url("https")
         cert, _ = server.tls_files()
         hostport = https.removeprefix("https://")
         lines += [
-            f"  over HTTPS     {https}/fal-ai/flux/schnell",
-            "",
-            "Point unchanged fal code here (set these before importing fal_client):",
-            "  export FAL_KEY=anything   # any key is accepted; fal_client sends nothing without one",
+            "Python (fal_client): set these before importing fal_client",
             f"  export FAL_RUN_HOST={hostport}",
             f"  export FAL_QUEUE_RUN_HOST={hostport}/queue",
             f"  export SSL_CERT_FILE={Path(cert).resolve()}",
+            "and, for uploads, right after `import fal_client` (before the first upload):",
+            f'  fal_client.client.REST_URL = fal_client.client.CDN_URL = "{https}"',
         ]
+    lines += [
+        "JavaScript (@fal-ai/client), storage included:",
+        "  fal.config({ credentials: process.env.FAL_KEY,",
+        "    requestMiddleware: async (r) => ({ ...r, url: r.url",
+        f'      .replace("https://queue.fal.run/", "{http}/queue/").replace("https://fal.run/", "{http}/")',
+        f'      .replace("https://rest.fal.ai/", "{http}/") }}) }});',
+        f'  in a browser: fal.config({{ proxyUrl: "{http}/proxy" }})'
+        + ("" if settings.api.cors_origins else "   (needs --cors-origins <the page's origin>)"),
+    ]
     return "\n".join(lines)
 
 

@@ -52,6 +52,8 @@ class ApiSettings:
     # Step events of /stream carry a small JPEG of the current latents (a fixed 16->RGB projection, computed
     # on the worker only for jobs submitted through /stream).
     stream_previews: bool = False
+    # Browser origins (scheme://host[:port], or "*") allowed to call the API (api/cors.py); empty: no CORS.
+    cors_origins: tuple[str, ...] = ()
 
 
 DAY_S = 24 * 3600.0

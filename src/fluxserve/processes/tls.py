@@ -1,5 +1,5 @@
-"""A self-signed certificate for 127.0.0.1 and localhost, so fal_client (which hard-codes https://) can
-reach a local server after `export SSL_CERT_FILE=<data-dir>/tls/cert.pem`."""
+"""A self-signed certificate for 127.0.0.1 and localhost (and its queue. and rest. hosts), so fal_client
+(which hard-codes https://) can reach a local server after `export SSL_CERT_FILE=<data-dir>/tls/cert.pem`."""
 
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ def generate_self_signed() -> tuple[bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fluxserve local")])
     now = datetime.datetime.now(datetime.timezone.utc)
+    # queue. and rest. too: fal_client given only FAL_RUN_HOST=localhost:PORT derives queue.localhost:PORT,
+    # which fluxserve serves by host (api/hosts.py).
     san = x509.SubjectAlternativeName([
-        x509.DNSName("localhost"),
+        *(x509.DNSName(name) for name in ("localhost", "queue.localhost", "rest.localhost")),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("::1")),
     ])  # fmt: skip

@@ -235,15 +235,50 @@ function renderHistory() {
   }
 }
 
+// A Python literal for a JSON value (true/false/null differ; JSON's string escapes are valid Python).
+function pyLiteral(value) {
+  if (value === null || value === undefined) return "None";
+  if (typeof value === "boolean") return value ? "True" : "False";
+  if (Array.isArray(value)) return `[${value.map(pyLiteral).join(", ")}]`;
+  if (typeof value === "object") return `{${Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${pyLiteral(v)}`).join(", ")}}`;
+  return JSON.stringify(value);
+}
+
+// Each snippet reproduces the request end to end with an unchanged fal client: every host fal's clients use
+// (run, queue, storage) is pointed here, and an image picked in the form (uploaded to this server's /files/)
+// becomes that client's own upload of a local file, as a user would send it.
 function renderSnippet() {
-  const body = JSON.stringify(readFormSafe(), null, 2);
+  const form = readFormSafe();
   const origin = location.origin;
-  const host = location.host;
-  const snippets = {
-    curl: `curl -s ${origin}/${current} \\\n  -H 'Content-Type: application/json' \\\n  -d '${body}'`,
-    python: `# export FAL_KEY=anything FAL_RUN_HOST=${host} FAL_QUEUE_RUN_HOST=${host}/queue (https; see the README)\nimport fal_client\nresult = fal_client.subscribe("${current}", arguments=${body}, with_logs=True)\nprint(result)`,
-    javascript: `import { fal } from "@fal-ai/client";\nfal.config({ credentials: "anything", requestMiddleware: async (r) => ({ ...r,\n  url: r.url.replace("https://queue.fal.run/", "${origin}/queue/").replace("https://fal.run/", "${origin}/") }) });\nconst result = await fal.subscribe("${current}", { input: ${body}, logs: true });\nconsole.log(result.data);`,
-  };
+  const uploaded = typeof form.image_url === "string" && form.image_url.startsWith(`${origin}/files/`);
+  if (uploaded) delete form.image_url;
+  const body = JSON.stringify(form, null, 2);
+  const python = [
+    "# pip install fal-client; FAL_KEY: your fluxserve key (any value while auth is off)",
+    "import fal_client",
+    "# fal_client builds https:// URLs for fal's hosts: point each at this server, before the first call",
+    `fal_client.client.RUN_URL_FORMAT = "${origin}/"`,
+    `fal_client.client.QUEUE_URL_FORMAT = "${origin}/queue/"`,
+    `fal_client.client.REST_URL = fal_client.client.CDN_URL = "${origin}"`,
+    `arguments = ${pyLiteral(form)}`,
+    ...(uploaded ? ['arguments["image_url"] = fal_client.upload_file("input.png")'] : []),
+    `result = fal_client.subscribe("${current}", arguments=arguments, with_logs=True)`,
+    "print(result)",
+  ];
+  const javascript = [
+    'import { fal } from "@fal-ai/client";',
+    ...(uploaded ? ['import { readFile } from "node:fs/promises";'] : []),
+    "// FAL_KEY: your fluxserve key (any value while auth is off); run, queue and storage all point here",
+    "fal.config({ credentials: process.env.FAL_KEY, requestMiddleware: async (r) => ({ ...r, url: r.url",
+    `  .replace("https://queue.fal.run/", "${origin}/queue/").replace("https://fal.run/", "${origin}/")`,
+    `  .replace("https://rest.fal.ai/", "${origin}/") }) });`,
+    `const input = ${body};`,
+    ...(uploaded ? ['input.image_url = await fal.storage.upload(new Blob([await readFile("input.png")], { type: "image/png" }));'] : []),
+    `const result = await fal.subscribe("${current}", { input, logs: true });`,
+    "console.log(JSON.stringify(result.data));",
+  ];
+  const curl = `curl -s ${origin}/${current} \\\n  -H "Authorization: Key $FAL_KEY" \\\n  -H 'Content-Type: application/json' \\\n  -d '${JSON.stringify(readFormSafe(), null, 2)}'`;
+  const snippets = { curl, python: python.join("\n"), javascript: javascript.join("\n") };
   $("snippet").textContent = snippets[snippetKind];
 }
 
