@@ -25,16 +25,18 @@ def test_outputs_live_in_the_bucket_and_feed_redux(tmp_path, tiny_engine, s3_ser
     # Loopback (where moto listens) is NOT allowed for fetched URLs: Redux must read its input from storage.
     settings = dataclasses.replace(settings, storage=storage, urls=UrlPolicy())
     server = start_live_server(settings, tiny_engine)
+    base = server.url
     try:
         with server.client() as http:
             text = http.post("/fal-ai/flux/schnell", json={"prompt": "a cat", "image_size": "square",
                                                            "output_format": "png"}).json()  # fmt: skip
             url = text["images"][0]["url"]
             redux = http.post("/fal-ai/flux/schnell/redux", json={"image_url": url, "image_size": "square"})
+            fetched = httpx.get(url, follow_redirects=True)
     finally:
         server.stop()
-    assert url.startswith(f"{s3_server}/images/outputs/") and "Signature" in url, url
-    fetched = httpx.get(url)
+    assert url.startswith(f"{base}/files/"), url  # redirects to the bucket: a presigned URL would expire
+    assert str(fetched.url).startswith(f"{s3_server}/images/outputs/") and "Signature" in str(fetched.url)
     assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(fetched.content)).size == (512, 512)
     assert redux.status_code == 200, redux.text

@@ -3,8 +3,8 @@
 //   node tests/js/queue_client.mjs http://127.0.0.1:PORT <scenario>
 //
 // Scenarios: run, subscribe, subscribe-stream, queue, cancel, upload, validation, priority, priority-unknown,
-// stream, stream-failed
-// (see tests/api/test_js_client.py).
+// stream, stream-failed (see tests/api/test_js_client.py, test_stream_endpoint.py), lifecycle
+// (tests/api/test_object_lifetimes.py).
 // On failure: the error on stderr and a non-zero exit code.
 
 import { ApiError, ValidationError, fal } from "@fal-ai/client";
@@ -12,6 +12,11 @@ import { ApiError, ValidationError, fal } from "@fal-ai/client";
 const APP = "fal-ai/flux/schnell";
 const INPUT = { prompt: "a lighthouse at dusk", image_size: "square", seed: 5 };
 const DEADLINE_MS = 30_000;
+// A 1x1 PNG.
+const PNG = Buffer.from(
+  "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC",
+  "base64",
+);
 
 const [base, scenario] = process.argv.slice(2);
 if (!base || !scenario) {
@@ -157,13 +162,27 @@ const scenarios = {
   },
 
   async upload() {
-    // A 1x1 PNG, uploaded as fal.storage.upload does it (initiate, then PUT to the upload URL).
-    const png = Buffer.from(
-      "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC",
-      "base64",
-    );
-    const url = await fal.storage.upload(new Blob([png], { type: "image/png" }));
-    return { url, sent: png.toString("base64") };
+    // Uploaded as fal.storage.upload does it (initiate, then PUT to the upload URL).
+    const url = await fal.storage.upload(new Blob([PNG], { type: "image/png" }));
+    return { url, sent: PNG.toString("base64") };
+  },
+
+  async lifecycle() {
+    // storageSettings becomes X-Fal-Object-Lifecycle-Preference on run and submit; an upload's lifecycle
+    // becomes X-Fal-Object-Lifecycle on the initiate call.
+    const run = await fal.run(APP, { input: INPUT, storageSettings: { expiresIn: "1h" } });
+    const submitted = await fal.queue.submit(APP, { input: INPUT, storageSettings: { expiresIn: 120 } });
+    await pollUntilCompleted(submitted.request_id);
+    const queued = await fal.queue.result(APP, { requestId: submitted.request_id });
+    const kept = await fal.run(APP, { input: INPUT });
+    const blob = new Blob([PNG], { type: "image/png" });
+    const uploaded = await fal.storage.upload(blob, { lifecycle: { expiresIn: "1h" } });
+    return {
+      run: run.data.images[0].url,
+      queued: queued.data.images[0].url,
+      kept: kept.data.images[0].url,
+      uploaded,
+    };
   },
 
   async priority() {

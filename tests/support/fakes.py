@@ -112,8 +112,9 @@ class FailingEngine:
 
 
 class HeldBlobs:
-    """Wraps a real blob store. While `hold` is clear every put waits, like a slow bucket (`waiting` is set
-    once one does); `fail_next` makes the next put raise it, once."""
+    """Wraps a real blob store. While `hold` is clear every put (or put_at, as the worker stores images)
+    waits, like a slow bucket (`waiting` is set once one does); `fail_next` makes the next one raise it,
+    once."""
 
     def __init__(self, blobs: Any) -> None:
         self.blobs = blobs
@@ -122,13 +123,20 @@ class HeldBlobs:
         self.waiting = threading.Event()
         self.fail_next: Exception | None = None
 
-    def put(self, data: bytes, content_type: str, extension: str) -> str:
+    def _slow_write(self) -> None:
         self.waiting.set()
         self.hold.wait()
         failure, self.fail_next = self.fail_next, None
         if failure is not None:
             raise failure
+
+    def put(self, data: bytes, content_type: str, extension: str) -> str:
+        self._slow_write()
         return self.blobs.put(data, content_type, extension)
+
+    def put_at(self, key: str, data: bytes) -> None:
+        self._slow_write()
+        self.blobs.put_at(key, data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.blobs, name)

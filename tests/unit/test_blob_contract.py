@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from fluxserve.blobs.expiry import BlobExpiries
 from fluxserve.blobs.local import LocalBlobStore
 from fluxserve.blobs.s3 import S3BlobStore
 from fluxserve.core.errors import NotFound
@@ -124,6 +125,27 @@ def test_delete_is_idempotent(blobs):
     blobs.delete(unused_key())
 
 
+def test_redirect_url_of_a_missing_blob_is_not_found(blobs):
+    with pytest.raises(NotFound):
+        blobs.redirect_url(unused_key())
+    key = blobs.put(PNG, "image/png", "png")
+    blobs.redirect_url(key)  # a stored one: a URL to send the client to, or None to serve it
+
+
+def test_expired_blobs_are_swept_and_others_kept(blobs):
+    expiries = BlobExpiries(blobs)
+    soon, later, forever = (blobs.put(PNG, "image/png", "png") for _ in range(3))
+    expiries.record(soon, 1000.5)  # rounded up: never removed before its time
+    expiries.record(later, 5000)
+    assert expiries.sweep(now=1000) == 0 and blobs.read(soon)[0] == PNG
+    assert expiries.sweep(now=1001) == 1
+    with pytest.raises(NotFound):
+        blobs.read(soon)
+    assert blobs.read(later)[0] == PNG and blobs.read(forever)[0] == PNG
+    assert [name for name, _ in blobs.list_records("expiries/")] == [f"expiries/{later}.5000"]
+    assert expiries.sweep(now=10**10) == 1 and blobs.read(forever)[0] == PNG
+
+
 def test_url_is_absolute(blobs):
     key = blobs.put(PNG, "image/png", "png")
     parts = urlsplit(blobs.url(key, BASE_URL))
@@ -149,9 +171,11 @@ def test_public_base_url_gives_public_urls(s3_settings):
     store.close()
 
 
-def test_presigned_url_serves_the_object(s3_blobs, s3_server):
+def test_without_a_public_url_the_url_is_the_apis_own_and_redirects_to_a_presigned_one(s3_blobs, s3_server):
     key = s3_blobs.put(PNG, "image/png", "png")
-    url = s3_blobs.url(key, BASE_URL)
+    kept = s3_blobs.url(key, BASE_URL)
+    assert kept == f"{BASE_URL.rstrip('/')}/files/{key}", "a presigned URL would die within 7 days"
+    url = s3_blobs.redirect_url(key)
     assert url.startswith(f"{s3_server}/{s3_blobs.settings.bucket}/{key}?")  # path-style
     query = parse_qs(urlsplit(url).query)
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
@@ -165,16 +189,16 @@ def test_bucket_serves_non_images_as_downloads_typed_by_their_bytes(s3_blobs):
     html, png = unused_key("png"), unused_key("html")
     s3_blobs.put_at(html, HTML)
     s3_blobs.put_at(png, PNG)
-    served = httpx.get(s3_blobs.url(html, BASE_URL), trust_env=False)
+    served = httpx.get(s3_blobs.redirect_url(html), trust_env=False)
     assert served.headers["content-type"] == "application/octet-stream"
     assert served.headers["content-disposition"] == "attachment"
-    image = httpx.get(s3_blobs.url(png, BASE_URL), trust_env=False)
+    image = httpx.get(s3_blobs.redirect_url(png), trust_env=False)
     assert image.headers["content-type"] == "image/png" and "content-disposition" not in image.headers
 
 
 def test_presign_lifetime_is_configurable(s3_settings):
     store = open_store(s3_settings, presign_seconds=600)
-    query = parse_qs(urlsplit(store.url(store.put(PNG, "image/png", "png"), BASE_URL)).query)
+    query = parse_qs(urlsplit(store.redirect_url(store.put(PNG, "image/png", "png"))).query)
     assert query["X-Amz-Expires"] == ["600"]
     store.close()
 

@@ -1,4 +1,5 @@
-"""Upkeep: retention removes old results and their files; deadlines and dead workers are handled."""
+"""Upkeep: retention removes old results (their files stay, to their own expiry); deadlines and dead workers
+are handled."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.support.fakes import FakeClock
 from tests.support.specs import SPEC
 
 
-def test_retention_sweep_removes_results_and_files(tmp_path):
+def test_retention_sweep_removes_results_but_not_their_files(tmp_path):
     clock = FakeClock()
     store = SQLiteJobStore.open(tmp_path / "jobs.sqlite3", clock=clock)
     blobs = LocalBlobStore.open(tmp_path / "files")
@@ -27,7 +28,8 @@ def test_retention_sweep_removes_results_and_files(tmp_path):
     assert store.get(job.id) is not None and (tmp_path / "files" / key).exists()
     clock.advance(3601)
     upkeep.tick()
-    assert store.get(job.id) is None and not (tmp_path / "files" / key).exists()
+    assert store.get(job.id) is None, "the job record is purged"
+    assert (tmp_path / "files" / key).exists(), "its file outlives it"
 
 
 def test_tick_requeues_jobs_of_dead_workers_and_expires_deadlines(tmp_path):

@@ -6,17 +6,22 @@ calls.
 from __future__ import annotations
 
 import datetime
+import json
 import math
 from typing import Any
 
-from fastapi import Header
+from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 
+from fluxserve.api.deps import services
 from fluxserve.core.errors import InputError
 from fluxserve.core.jobs import PREVIEW_LEVEL, Job, JobStatus, LogLine, Priority, RequestOptions
 
 REQUEST_ID_HEADER = "x-fal-request-id"
 PRIORITY_HEADER = "x-fal-queue-priority"
+LIFECYCLE_HEADER = "x-fal-object-lifecycle-preference"
+# The longest lifetime a request may ask for (100 years): past it a number is a mistake, not a wish.
+MAX_LIFETIME_S = 100 * 365 * 24 * 3600
 
 # fal's status names. A failed or cancelled job is COMPLETED with an error: clients crash on anything else.
 FAL_STATUS = {
@@ -144,3 +149,45 @@ def request_options(
     no_retry = x_fal_no_retry is not None and x_fal_no_retry.strip().lower() in TRUE_VALUES
     store_io = x_fal_store_io is None or x_fal_store_io.strip() != "0"
     return RequestOptions(no_retry=no_retry, store_io=store_io)
+
+
+def requested_lifetime(header: str | None, name: str = LIFECYCLE_HEADER) -> float | None:
+    """fal's object lifecycle JSON -> seconds its objects live: None when it sets none (absent header or key),
+    math.inf for `"expiration_duration_seconds": null` (fal: no expiration). Other keys (initial_acl) are
+    ignored: every fluxserve file is public to whoever holds its URL, like fal's default ACL."""
+    if header is None:
+        return None
+    try:
+        preference = json.loads(header)
+    except ValueError:
+        preference = None
+    if not isinstance(preference, dict):
+        raise InputError(name, 'must be a JSON object such as {"expiration_duration_seconds": 3600}',
+                         location="header")  # fmt: skip
+    if "expiration_duration_seconds" not in preference:
+        return None
+    seconds = preference["expiration_duration_seconds"]
+    if seconds is None:
+        return math.inf
+    number = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+    if not number or not 0 < seconds <= MAX_LIFETIME_S:
+        limit = f"up to {MAX_LIFETIME_S}"
+        message = f"expiration_duration_seconds must be a positive number of seconds {limit}, or null"
+        raise InputError(name, message, location="header")
+    return float(seconds)
+
+
+def output_lifetime(
+    request: Request,
+    x_fal_object_lifecycle_preference: str = Header(
+        default=None,
+        description='JSON {"expiration_duration_seconds": N}: the output images are deleted N seconds after '
+        "they are stored (null: never); without it the server's --output-retention-hours applies",
+    ),
+) -> float | None:
+    """A dependency for every route that creates a job: seconds its images live, None for as long as they are
+    not deleted."""
+    seconds = requested_lifetime(x_fal_object_lifecycle_preference)
+    if seconds is None:
+        seconds = services(request).api.output_retention_s or math.inf  # 0: the operator keeps them
+    return None if seconds == math.inf else seconds

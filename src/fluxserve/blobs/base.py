@@ -46,6 +46,10 @@ class BlobStore(Protocol):
     def read(self, key: str) -> tuple[bytes, str]:
         """The bytes and content type stored under key; raises NotFound."""
 
+    def redirect_url(self, key: str) -> str | None:
+        """Where GET /files/<key> sends the client instead of serving the bytes itself (a fresh presigned
+        URL), or None to serve them; raises NotFound when nothing is stored under key."""
+
     def key_for_url(self, url: str) -> str | None:
         """The key when url is one of this store's own URLs that does not depend on the API's host."""
 

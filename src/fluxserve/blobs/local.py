@@ -50,6 +50,11 @@ class LocalBlobStore:
     def url(self, key: str, base_url: str) -> str:
         return base_url.rstrip("/") + FILES_ROUTE + key
 
+    def redirect_url(self, key: str) -> str | None:
+        if not KEY_PATTERN.fullmatch(key) or not (self.root / key).is_file():
+            raise NotFound(key)
+        return None  # the API serves local files itself
+
     def key_for_url(self, url: str) -> str | None:
         """Local URLs carry whichever host the client used; the image fetcher matches them by origin."""
         return None

@@ -1,8 +1,13 @@
 """Blobs in an S3-compatible bucket (AWS S3, MinIO, Cloudflare R2, moto), so several hosts share the files.
 
-The client fetches objects from the bucket itself: url() is either a public/CDN URL or a presigned GET URL, so
-the API never proxies image bytes. Keys are the same `<32 hex>.<ext>` names local storage hands out; anything
-else is refused, so a caller-supplied key can never address another object in the bucket.
+The client fetches objects from the bucket itself, so the API never proxies image bytes: url() is a public/CDN
+URL, or else the API's own /files/<key> URL, which redirects each GET to a freshly presigned URL. A presigned
+URL lives at most 7 days (SigV4), an object as long as its expiry says (blobs/expiry.py, possibly forever),
+so the URL a client keeps must not be the presigned one; presign_seconds is how long each redirect target
+lives.
+
+Keys are the same `<32 hex>.<ext>` names local storage hands out; anything else is refused, so a
+caller-supplied key can never address another object in the bucket.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from fluxserve.blobs.base import KEY_PATTERN, RECORDS_DIR, check_record_name, new_blob_key
+from fluxserve.blobs.base import FILES_ROUTE, KEY_PATTERN, RECORDS_DIR, check_record_name, new_blob_key
 from fluxserve.blobs.content_types import served_type
 from fluxserve.core.errors import NotFound
 from fluxserve.core.settings import S3Settings, normalize_prefix
@@ -127,10 +132,24 @@ class S3BlobStore:
                                **disposition, **conditions)  # fmt: skip
 
     def url(self, key: str, base_url: str) -> str:
-        """A URL the client fetches from the bucket (or CDN) directly; base_url is not needed for S3."""
+        """The object's public (CDN) URL, else the API's /files/ URL that redirects to a presigned one."""
         object_key = self.object_key(key)
         if self.settings.public_base_url:
             return self.settings.public_base_url.rstrip("/") + "/" + quote(object_key, safe="/")
+        return base_url.rstrip("/") + FILES_ROUTE + key
+
+    def redirect_url(self, key: str) -> str:
+        """A GET URL presigned now for presign_seconds; NotFound once the object is gone (expired or never
+        stored), so /files/ answers 404 rather than a redirect to the bucket's error."""
+        from botocore.exceptions import ClientError
+
+        object_key = self.object_key(key)
+        try:
+            self.client.head_object(Bucket=self.settings.bucket, Key=object_key)
+        except ClientError as exc:
+            if error_code(exc) in MISSING_OBJECT_CODES:
+                raise NotFound(key) from None
+            raise
         return self.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.settings.bucket, "Key": object_key},
@@ -138,7 +157,8 @@ class S3BlobStore:
         )
 
     def key_for_url(self, url: str) -> str | None:
-        """The key when url is one of this store's own object URLs (public or presigned), else None."""
+        """The key when url is one of this store's own object URLs (public, or presigned: what url() gave
+        before it gave /files/ URLs, and where a redirect points), else None."""
         from urllib.parse import unquote, urlsplit
 
         settings = self.settings

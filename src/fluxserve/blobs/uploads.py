@@ -6,8 +6,12 @@ output, another key's file, or a file already uploaded. Every upload counts agai
 retention sweep removes it.
 
 Records, per owner (a hash of the key id, so names stay short and the bucket never lists key ids):
-  uploads/<owner>/<blob key>.grant   {"owner", "token_sha256", "expires_at"}, written when the URL is issued
+  uploads/<owner>/<blob key>.grant   {"owner", "token_sha256", "lifetime_s", "expires_at"}, written when
+                                     the URL is issued
   uploads/<owner>/<blob key>.done    written just before the bytes are stored; its time starts the retention
+
+An upload may ask to live less than the retention (fal's X-Fal-Object-Lifecycle): its end is then recorded in
+the blob expiry index (expiry.py), which removes the file sooner; the retention sweep ends it at the latest.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fluxserve.blobs.base import KEY_PATTERN, BlobStore
+from fluxserve.blobs.expiry import BlobExpiries
 from fluxserve.core.settings import StorageSettings
 
 ANONYMOUS = "anonymous"  # the owner of every upload while auth is off
@@ -75,10 +80,11 @@ class Uploads:
             raise QuotaExceeded(f"Upload quota reached: {quota} files per key; older uploads expire after "
                                 f"{self.settings.upload_retention_s / 3600:g} hours")  # fmt: skip
 
-    def grant(self, owner: str | None, key: str) -> Grant:
-        """Issue the one upload URL for a fresh key; raises QuotaExceeded."""
+    def grant(self, owner: str | None, key: str, lifetime_s: float | None = None) -> Grant:
+        """Issue the one upload URL for a fresh key (whose file lives lifetime_s once stored, within the
+        retention; None: the retention); raises QuotaExceeded."""
         secret = secrets.token_urlsafe(24)
-        record = {"owner": owner, "token_sha256": _sha256(secret),
+        record = {"owner": owner, "token_sha256": _sha256(secret), "lifetime_s": lifetime_s,
                   "expires_at": self.clock() + self.settings.upload_url_ttl_s}  # fmt: skip
         with self._lock:
             self._check_quota(owner)
@@ -100,14 +106,22 @@ class Uploads:
             raise UploadRefused("Upload URL expired: ask /storage/upload/initiate for a new one")
         return record["owner"]
 
-    def store(self, owner: str | None, key: str, data: bytes, granted: bool) -> bool:
-        """Write an upload once. granted: the key came with a redeemed grant (else quota is checked now).
+    def store(
+        self, owner: str | None, key: str, data: bytes, granted: bool, lifetime_s: float | None = None
+    ) -> bool:
+        """Write an upload once. granted: the key came with a redeemed grant (else quota is checked now),
+        whose lifetime then applies; else lifetime_s does (None: the retention).
         False when the key already holds a file: a grant is good for one PUT."""
         tag = owner_tag(owner)
+        if granted:
+            grant = self.blobs.read_record(self._name(tag, key, GRANT))
+            lifetime_s = json.loads(grant or "{}").get("lifetime_s")
         with self._lock:
             if not granted:
                 self._check_quota(owner)
             self.blobs.put_record(self._name(tag, key, DONE), b"")  # first: a stored file is always swept
+        if lifetime_s is not None and lifetime_s < self.settings.upload_retention_s:
+            BlobExpiries(self.blobs).record(key, self.clock() + lifetime_s)
         if not self.blobs.put_new(key, data):
             return False
         self.blobs.delete_record(self._name(tag, key, GRANT))

@@ -62,6 +62,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def hours_or_never(text: str) -> float:
+    """Hours an object lives; 0 or "never": it is kept until deleted."""
+    try:
+        value = 0.0 if text.strip().lower() == "never" else float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more hours, or never, not {text}")
+    return value
+
+
 def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
     f = Flags(parser, env)
     add_api_flags(f)
@@ -172,7 +183,10 @@ def add_queue_flags(f: Flags) -> None:
     f.add("--max-queued-per-key", int, AdmissionSettings.max_queued_per_key,
           help="one API key's share of the queue: its queued requests beyond this get a 429 (0: no share)")
     f.add("--retention-hours", float, UpkeepSettings.retention_s / 3600,
-          help="how long results and their files are kept")  # fmt: skip
+          help="how long finished job records (status, result JSON) are kept; their images stay")  # fmt: skip
+    f.add("--output-retention-hours", hours_or_never, ApiSettings.output_retention_s / 3600,
+          help="how long output images are kept unless the request's X-Fal-Object-Lifecycle-Preference "
+          "says; 0 or never: until deleted (fal's default)")  # fmt: skip
     f.add("--webhook-attempts", int, RetryPolicy.max_attempts, help="tries per webhook (fal: 10 over about 2 hours)")
     f.add("--webhook-first-delay", float, RetryPolicy.first_delay_s,
           help="seconds before the first retry; doubles each time")  # fmt: skip
@@ -261,6 +275,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             tls_key=args.tls_key, public_url=args.public_url, max_pixels=args.max_pixels,
             redux_enabled=args.redux_model is not None, max_upload_bytes=args.fetch_max_bytes,
             auth=auth_required(args), stream_previews=args.stream_previews == "on",
+            output_retention_s=args.output_retention_hours * 3600,
             cors_origins=parse_origins(args.cors_origins),
             **connection_settings(args), **input_limit_settings(args),
         ),  # fmt: skip

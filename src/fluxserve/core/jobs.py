@@ -71,6 +71,9 @@ class GenerationSpec:
     # A latent preview per step for its /stream (on servers started with --stream-previews). Not in the batch
     # key: a preview is read off the latents and never changes the image.
     previews: bool = False
+    # Seconds each stored image lives (X-Fal-Object-Lifecycle-Preference, else the server's default); None:
+    # kept until deleted. Not part of batch_key: jobs with different lifetimes still share a pipeline call.
+    output_ttl_s: float | None = None
 
     @property
     def image_seeds(self) -> list[int]:

@@ -54,6 +54,10 @@ class ApiSettings:
     stream_previews: bool = False
     # Browser origins (scheme://host[:port], or "*") allowed to call the API (api/cors.py); empty: no CORS.
     cors_origins: tuple[str, ...] = ()
+    # How long a stored output image lives when the request's X-Fal-Object-Lifecycle-Preference does not say;
+    # 0: until an operator deletes it. fal's own default: an account without storage settings has
+    # expiration_duration_seconds null, no auto-expiration, so a job record's purge never takes its images.
+    output_retention_s: float = 0.0
 
 
 DAY_S = 24 * 3600.0

@@ -1,6 +1,6 @@
 """Background upkeep of the job store, run by every API process (all of it is safe to run concurrently):
-fail jobs past their start deadline, requeue jobs whose worker died, and remove results and uploads past
-retention."""
+fail jobs past their start deadline, requeue jobs whose worker died, remove job records and uploads past
+retention, and blobs past their own expiry (blobs/expiry.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from typing import Callable
 
 from fluxserve.blobs.base import BlobStore
+from fluxserve.blobs.expiry import BlobExpiries
 from fluxserve.blobs.uploads import Uploads
 from fluxserve.core.periodic import Periodic
 from fluxserve.core.settings import LeaseSettings, UpkeepSettings
@@ -45,15 +46,15 @@ class Upkeep:
             self.sweep(now)
 
     def sweep(self, now: float) -> int:
-        """Remove jobs (and their files) that finished more than retention_s ago."""
-        keys = self.store.purge_finished(before=now - self.settings.retention_s)
-        for key in keys:
-            self.blobs.delete(key)
-        if keys:
-            log.info("retention: removed %d files", len(keys))
+        """Remove job records that finished more than retention_s ago, and blobs past their expiry; the number
+        of blobs removed. A purged job's images stay: like fal's CDN files, they live until their own end."""
+        self.store.purge_finished(before=now - self.settings.retention_s)
+        expired = BlobExpiries(self.blobs).sweep(now)
+        if expired:
+            log.info("retention: removed %d expired files", expired)
         if self.uploads is not None:
             # On the uploads' own schedule (StorageSettings.upload_retention_s), checked as often as results.
             removed = self.uploads.sweep()
             if removed:
                 log.info("retention: removed %d uploads", removed)
-        return len(keys)
+        return expired

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from typing import TYPE_CHECKING, Any
 
-from fluxserve.blobs.base import BlobStore
+from fluxserve.blobs.base import BlobStore, new_blob_key
+from fluxserve.blobs.expiry import BlobExpiries
 from fluxserve.core.jobs import GenerationSpec
 
 if TYPE_CHECKING:  # the type only: the worker never loads the engine package itself
@@ -52,7 +54,10 @@ def store_image(spec: GenerationSpec, image: Any, blobs: BlobStore, blob_keys: l
     if spec.sync_mode:
         url = data_uri(data, content_type)  # sync_mode: nothing is stored
     else:
-        key = blobs.put(data, content_type, EXTENSIONS[spec.output_format])
+        key = new_blob_key(EXTENSIONS[spec.output_format])
+        if spec.output_ttl_s is not None:  # its end first: a stored image with a lifetime is always swept
+            BlobExpiries(blobs).record(key, time.time() + spec.output_ttl_s)
+        blobs.put_at(key, data)
         blob_keys.append(key)
         url = blobs.url(key, spec.base_url)
     return {"url": url, "content_type": content_type, "width": image.width, "height": image.height}

@@ -1,4 +1,4 @@
-"""Serve stored images back at the stable URLs the outputs carry.
+"""Serve stored images back at the stable URLs the outputs carry (on S3: redirect to the bucket).
 
 These bytes may come from anyone holding an upload URL, and they are served from the API's own origin, where
 the playground runs with a key. So a file is never active content here: its type is read from its bytes (an
@@ -9,7 +9,7 @@ type, and a sandboxing CSP stops script even where a browser would render the fi
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.deps import Services, services
@@ -32,8 +32,15 @@ def file_headers(inline: bool) -> dict[str, str]:
     return headers
 
 
-@router.get(FILES_ROUTE + "{key}", response_class=Response, responses=NOT_FOUND)
+REDIRECTED = {307: {"description": "On S3: to a URL presigned for this GET"}}
+
+
+@router.get(FILES_ROUTE + "{key}", response_class=Response, responses={**NOT_FOUND, **REDIRECTED})
 async def get_file(key: str, svc: Services = Depends(services)) -> Response:
+    target = await run_in_threadpool(svc.blobs.redirect_url, key)
+    if target is not None:
+        # Each GET gets a fresh target, and the target itself expires: a cache must never keep the redirect.
+        return RedirectResponse(target, status_code=307, headers={"Cache-Control": "no-store"})
     data, _ = await run_in_threadpool(svc.blobs.read, key)
     content_type, inline = served_type(data)
     return Response(data, media_type=content_type, headers=file_headers(inline))

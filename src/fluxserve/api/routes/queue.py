@@ -8,6 +8,7 @@ across apps, so either prefix finds any job.
 # No `from __future__ import annotations`: FastAPI must see the real input model in the signature.
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Optional
@@ -20,7 +21,7 @@ from fluxserve.api import admission, fal, job_calls
 from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
-from fluxserve.api.fal import queue_priority, request_options, start_deadline
+from fluxserve.api.fal import output_lifetime, queue_priority, request_options, start_deadline
 from fluxserve.api.responses import NOT_FOUND, error
 from fluxserve.core.jobs import Job, JobStatus, Priority, RequestOptions
 from fluxserve.net.webhooks import checked_webhook_target
@@ -40,13 +41,14 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         deadline: Optional[float] = Depends(start_deadline),
         priority: Priority = Depends(queue_priority),
         options: RequestOptions = Depends(request_options),
+        lifetime: Optional[float] = Depends(output_lifetime),
         admit: Admission = Depends(admission.admission),
         svc: Services = Depends(services),
         who: Caller = Depends(submitter),  # a submit: spends one of the key's rate-limit tokens
     ) -> JSONResponse:
         endpoint.ensure_available(svc.api)
         base = base_url(request, svc)
-        spec = endpoint.to_spec(body, base, svc.api.max_pixels)
+        spec = dataclasses.replace(endpoint.to_spec(body, base, svc.api.max_pixels), output_ttl_s=lifetime)
         try:
             job = await job_calls.submit(
                 svc, endpoint.app_id, spec, deadline,

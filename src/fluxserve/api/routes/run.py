@@ -21,7 +21,7 @@ from fluxserve.api import admission, fal, job_calls, waiting
 from fluxserve.api.auth import Caller, submitter
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint
-from fluxserve.api.fal import request_options, start_deadline
+from fluxserve.api.fal import output_lifetime, request_options, start_deadline
 from fluxserve.api.responses import error
 from fluxserve.api.schemas import Output
 from fluxserve.core.jobs import Job, RequestOptions
@@ -42,12 +42,14 @@ def submitted_job(endpoint: Endpoint, streamed: bool = False) -> Callable[..., A
         request: Request,
         deadline: Optional[float] = Depends(start_deadline),
         options: RequestOptions = Depends(request_options),
+        lifetime: Optional[float] = Depends(output_lifetime),
         admit: Admission = Depends(admission.admission),
         svc: Services = Depends(services),
         who: Caller = Depends(submitter),  # a submit: spends one of the key's rate-limit tokens
     ) -> Job | JSONResponse:
         endpoint.ensure_available(svc.api)
         spec = endpoint.to_spec(body, base_url(request, svc), svc.api.max_pixels)
+        spec = dataclasses.replace(spec, output_ttl_s=lifetime)
         if streamed and svc.api.stream_previews:
             spec = dataclasses.replace(spec, previews=True)
         try:

@@ -11,16 +11,18 @@ is the credential: issued to the caller's key for one fresh blob key, good for o
 from __future__ import annotations
 
 import datetime
+import math
 import secrets
-from typing import Any
+from typing import Any, Optional
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.auth import Caller, caller
 from fluxserve.api.deps import Services, base_url, services
+from fluxserve.api.fal import requested_lifetime
 from fluxserve.blobs.base import new_blob_key
 from fluxserve.blobs.uploads import QuotaExceeded, UploadRefused, Uploads
 
@@ -36,6 +38,20 @@ IMAGE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "web
 class InitiateUpload(BaseModel):
     content_type: str = "application/octet-stream"
     file_name: str | None = None
+
+
+def upload_lifetime(
+    x_fal_object_lifecycle: str = Header(default=None, description='JSON {"expiration_duration_seconds": N}: '
+                                         "the file is deleted N seconds after it is stored, or at "
+                                         "--upload-retention-hours if that comes first"),
+    x_fal_object_lifecycle_preference: str = Header(default=None, description="the same (fal_client: both)"),
+) -> float | None:
+    """Seconds the uploaded file lives; None: the operator's upload retention (also for null, "never")."""
+    if x_fal_object_lifecycle is not None:
+        seconds = requested_lifetime(x_fal_object_lifecycle, "x-fal-object-lifecycle")
+    else:
+        seconds = requested_lifetime(x_fal_object_lifecycle_preference)
+    return None if seconds is None or seconds == math.inf else seconds
 
 
 def uploads(request: Request) -> Uploads:
@@ -62,13 +78,14 @@ async def read_capped(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def store_body(request: Request, svc: Services, owner: str | None, key: str, granted: bool):
+async def store_body(request: Request, svc: Services, owner: str | None, key: str, granted: bool,
+                     lifetime_s: float | None = None):  # fmt: skip
     """None once stored, else the refusal to send."""
     data = await read_capped(request, svc.api.max_upload_bytes)
     if data is None:
         return refusal(413, f"Upload is larger than the {svc.api.max_upload_bytes} byte limit")
     try:
-        stored = await run_in_threadpool(uploads(request).store, owner, key, data, granted)
+        stored = await run_in_threadpool(uploads(request).store, owner, key, data, granted, lifetime_s)
     except QuotaExceeded as exc:
         return refusal(429, str(exc))
     return None if stored else refusal(409, "This upload URL was already used")
@@ -87,17 +104,20 @@ async def auth_token(request: Request, svc: Services = Depends(services), who: C
 
 
 @router.post("/files/upload")
-async def upload_file(request: Request, svc: Services = Depends(services), who: Caller = Depends(caller)):
+async def upload_file(request: Request, lifetime: Optional[float] = Depends(upload_lifetime),
+                      svc: Services = Depends(services), who: Caller = Depends(caller)):  # fmt: skip
     key = new_key(request.headers.get("content-type"))
-    refused = await store_body(request, svc, who.key_id, key, granted=False)
+    refused = await store_body(request, svc, who.key_id, key, granted=False, lifetime_s=lifetime)
     return refused or {"access_url": svc.blobs.url(key, base_url(request, svc))}
 
 
 @router.post("/storage/upload/initiate")
 async def initiate_upload(body: InitiateUpload, request: Request, svc: Services = Depends(services),
-                          who: Caller = Depends(caller)) -> Any:  # fmt: skip
+                          who: Caller = Depends(caller),
+                          lifetime: Optional[float] = Depends(upload_lifetime)) -> Any:  # fmt: skip
+    key = new_key(body.content_type)
     try:
-        grant = await run_in_threadpool(uploads(request).grant, who.key_id, new_key(body.content_type))
+        grant = await run_in_threadpool(uploads(request).grant, who.key_id, key, lifetime)
     except QuotaExceeded as exc:
         return refusal(429, str(exc))
     base = base_url(request, svc)
