@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.support.fal_clients import point_fal_client
+from tests.support.waits import wait_status
 
 APP = "fal-ai/flux/schnell"
 ARGS = {"prompt": "a cat", "image_size": "square", "seed": 2}
@@ -113,3 +114,19 @@ def test_store_io_0_hands_the_result_out_once_and_keeps_no_payload(fal, fake_ser
         assert http.get(result["images"][0]["url"]).status_code == 200
     kept = fal.submit(APP, arguments=ARGS, headers={"X-Fal-Store-IO": "1"})
     assert kept.get() == fal.result(APP, kept.request_id), "any other value keeps them, as on fal"
+
+
+def test_priority_low_waits_behind_a_later_normal_request(fal, fake_server, fake_engine):
+    """fal_client's `priority=` on submit: a low request submitted first runs after a normal one."""
+    fake_engine.gate.clear()
+    try:
+        with fake_server.client() as http:
+            blocker = http.post(f"/queue/{APP}", json={"prompt": "blocker", "image_size": "square"}).json()
+            wait_status(http, blocker, "IN_PROGRESS", timeout=10)
+        low = fal.submit(APP, arguments={**ARGS, "prompt": "low"}, priority="low")
+        normal = fal.submit(APP, arguments={**ARGS, "prompt": "normal"}, priority="normal")
+        assert [handle.status().position for handle in (low, normal)] == [1, 0]
+    finally:
+        fake_engine.gate.set()
+    low.get(), normal.get()
+    assert [call.prompt for call in fake_engine.calls] == ["blocker", "normal", "low"]

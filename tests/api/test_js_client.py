@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fluxserve.core.jobs import Priority
+from tests.conftest import add_keys, make_settings, start_live_server
+from tests.support.fakes import FakeEngine
+from tests.support.waits import wait_status
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_DIR = ROOT / "tests" / "js"
@@ -26,8 +29,9 @@ SCRIPT = JS_DIR / "queue_client.mjs"
 APP = "fal-ai/flux/schnell"
 
 
-def node_client(base_url: str, scenario: str, timeout: float = 60) -> dict[str, Any]:
-    """Run one scenario under Node; its single JSON line, or a test failure with everything it printed."""
+def node_client(base_url: str, scenario: str, timeout: float = 60, key: str | None = None) -> dict[str, Any]:
+    """Run one scenario under Node (with FAL_KEY=key, for a server with auth on); its single JSON line, or a
+    test failure with everything it printed."""
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not installed: run `make node-deps` (installs Node and tests/js/node_modules)")
@@ -36,6 +40,7 @@ def node_client(base_url: str, scenario: str, timeout: float = 60) -> dict[str, 
     proc = subprocess.run(
         [node, str(SCRIPT), base_url, scenario],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+        env={**os.environ, "FAL_KEY": key} if key else None,
     )  # fmt: skip
     assert proc.returncode == 0, f"scenario {scenario} exited {proc.returncode}\n{proc.stderr}\n{proc.stdout}"
     lines = proc.stdout.strip().splitlines()
@@ -148,6 +153,30 @@ def test_storage_upload_stores_into_fluxserve(fake_server):
     assert [method for method, _ in out["requests"]] == ["POST"], "initiate goes through the middleware"
 
 
+@pytest.fixture
+def secured_redux(tmp_path):
+    """Auth on, Redux on: a key of its own for the client, and one for a stranger."""
+    server = start_live_server(make_settings(tmp_path, auth=True, redux_enabled=True), FakeEngine())
+    yield server, add_keys(server.store, "alice", "mallory")
+    server.stop()
+
+
+def test_uploads_work_with_auth_on_and_stay_the_uploaders(secured_redux):
+    """fal.storage.upload and a Blob in an input, with a key: the PUT carries no Authorization (fal's upload
+    URLs are pre-signed), and the upload URL alone is its credential."""
+    server, keys = secured_redux
+    alice = keys["alice"]["authorization"].removeprefix("Key ")
+    uploaded = node_client(server.url, "upload", key=alice)
+    with server.client() as http:
+        assert http.get(uploaded["url"]).content == base64.b64decode(uploaded["sent"])
+    redux = node_client(server.url, "blob-input", key=alice)
+    assert len(redux["data"]["images"]) == 1 and redux["data"]["seed"] == 3
+    initiated = [url for _, url in redux["requests"] if "/storage/upload/initiate" in url]
+    assert len(initiated) == 1, redux["requests"]
+    assert server.api.app.state.uploads.active(alice.split(":")[0]) == 2, "both owned by the key that sent them"
+    assert server.api.app.state.uploads.active(keys["mallory"]["authorization"].split()[1].split(":")[0]) == 0
+
+
 def test_queue_priority_low_waits_behind_a_later_normal_request(fake_server, fake_engine):
     """JS sends x-fal-queue-priority on every submit (normal unless `priority` says low): behind a busy
     worker, a low request submitted first waits behind a normal one submitted after it; positions say so."""
@@ -155,10 +184,7 @@ def test_queue_priority_low_waits_behind_a_later_normal_request(fake_server, fak
     try:
         with fake_server.client() as http:
             blocker = http.post(f"/queue/{APP}", json={"prompt": "blocker", "image_size": "square"}).json()
-            deadline = time.monotonic() + 10
-            while http.get(blocker["status_url"]).json()["status"] != "IN_PROGRESS":
-                assert time.monotonic() < deadline, "the worker never started the blocker"
-                time.sleep(0.02)
+            wait_status(http, blocker, "IN_PROGRESS", timeout=10)
         out = node_client(fake_server.url, "priority")
     finally:
         fake_engine.gate.set()
@@ -168,11 +194,7 @@ def test_queue_priority_low_waits_behind_a_later_normal_request(fake_server, fak
     assert low["status"] == {"status": "IN_QUEUE", "queue_position": 1, "logs": None}
     with fake_server.client() as http:
         for request_id in (low["requestId"], normal["requestId"]):
-            url = f"/queue/fal-ai/flux/requests/{request_id}/status"
-            deadline = time.monotonic() + 10
-            while http.get(url).json()["status"] != "COMPLETED":
-                assert time.monotonic() < deadline, f"{request_id} never completed"
-                time.sleep(0.02)
+            wait_status(http, {"status_url": f"/queue/fal-ai/flux/requests/{request_id}/status"}, timeout=10)
     assert [call.prompt for call in fake_engine.calls] == ["blocker", "normal priority", "low priority"]
 
 

@@ -13,6 +13,7 @@ import nacl.signing
 import pytest
 
 from tests.conftest import add_keys, make_settings, start_live_server
+from tests.support.waits import wait_until
 
 SUBMIT = "/queue/fal-ai/flux/schnell"
 
@@ -42,10 +43,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
 
     def wait_for(self, count: int, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count:
-            assert time.monotonic() < deadline, f"{len(self.received)} deliveries, wanted {count}"
-            time.sleep(0.02)
+        wait_until(lambda: len(self.received) >= count, timeout, f"{count} deliveries")
 
     def close(self) -> None:
         self.server.shutdown()
@@ -92,10 +90,8 @@ def test_delivery_retries_until_the_receiver_accepts(fake_server, receiver_facto
     assert headers["content-type"] == "application/json"
     verify_independently(headers, raw, jwks)
     assert [json.loads(r)["request_id"] for _, r in receiver.received] == [handle["request_id"]] * 3
-    deadline = time.monotonic() + 5
-    while len(attempts := fake_server.store.webhook_attempts(handle["request_id"])) < 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    attempts = wait_until(lambda: (seen := fake_server.store.webhook_attempts(handle["request_id"]))[2:] and seen,
+                          5, "three recorded attempts")  # fmt: skip
     assert [a["status_code"] for a in attempts] == [503, 500, 200]
     assert attempts[1]["at"] - attempts[0]["at"] >= 0.15, "retries back off"
     time.sleep(0.5)

@@ -2,7 +2,7 @@
 //
 //   node tests/js/queue_client.mjs http://127.0.0.1:PORT <scenario>
 //
-// Scenarios: run, subscribe, subscribe-stream, queue, cancel, upload, validation, priority, priority-unknown,
+// Scenarios: run, subscribe, subscribe-stream, queue, cancel, upload, blob-input, validation, priority, priority-unknown,
 // stream, stream-failed (see tests/api/test_js_client.py, test_stream_endpoint.py), lifecycle
 // (tests/api/test_object_lifetimes.py).
 // On failure: the error on stderr and a non-zero exit code.
@@ -30,7 +30,8 @@ const requests = [];
 
 // The recipe from fal-protocol.md §1.3 (JavaScript): point fal's three hosts at fluxserve.
 fal.config({
-  credentials: "anything",
+  // FAL_KEY when the server has auth on (a key it issued), else any credential.
+  credentials: process.env.FAL_KEY ?? "anything",
   suppressLocalCredentialsWarning: true,
   requestMiddleware: async (request) => {
     const url = request.url
@@ -159,6 +160,14 @@ const scenarios = {
       result: await expectApiError(fal.queue.result(APP, { requestId })),
       second_cancel: await expectApiError(fal.queue.cancel(APP, { requestId })),
     };
+  },
+
+  async "blob-input"() {
+    // A Blob anywhere in the input is uploaded by the client first (initiate, then a PUT with no
+    // Authorization), and replaced by its URL.
+    const image = new Blob([PNG], { type: "image/png" });
+    const result = await fal.run(`${APP}/redux`, { input: { image_url: image, seed: 3 } });
+    return { data: result.data, requests };
   },
 
   async upload() {
