@@ -14,7 +14,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install tiny-model node-deps redis-deps browser-deps gpu-wheels bench clean
+.PHONY: run test install tiny-model node-deps redis-deps browser-deps gpu-wheels bench bench-api clean
 
 # Reinstall only when the pinned dependencies change, so a second `make run` starts in seconds.
 $(STAMP): pyproject.toml
@@ -68,6 +68,13 @@ gpu-wheels: $(STAMP)
 # The CPU engine benchmark on the tiny model (the GPU one: benchmarks/gpu.sh).
 bench: $(STAMP) $(TINY_STAMP)
 	$(PY) benchmarks/bench_engine.py --model $(MODEL)
+
+# The API against its framework, both stores, 10^5 queued jobs, two nodes (docs/performance.md, "API overhead"):
+# 4-5 minutes on 2 cores; api.json and api.md in benchmarks/results/api/. BENCH_API_ARGS="--src ../old" for
+# a "before" tree, "--quick" for a smoke run.
+BENCH_API_ARGS ?=
+bench-api: $(STAMP) redis-deps
+	$(PY) benchmarks/bench_api.py --out benchmarks/results/api $(BENCH_API_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR)

@@ -21,15 +21,11 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import percentile  # noqa: E402
 from tests.support.procs import Proc, free_port  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 BODY = {"prompt": "bench", "image_size": {"width": 16, "height": 16}, "num_inference_steps": 1, "sync_mode": True}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 async def drive(urls: list[str], submits: int, concurrency: int) -> dict[str, float]:

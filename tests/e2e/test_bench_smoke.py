@@ -186,3 +186,48 @@ def test_the_full_size_engine_the_gpu_run_builds_constructs_on_the_meta_device()
     assert 0.29 < billions(engine.safety.checker) < 0.31, "the safety checker's CLIP ViT-L/14"
     assert engine.safety.feature_extractor.crop_size == {"height": 224, "width": 224}
     assert stock.pipe.transformer is transformer and stock.state()["eager"]
+
+
+def test_bench_api_quick_reports_every_scenario_with_numbers(tmp_path):
+    """`bench_api.py --quick`: the ceiling, then status (polled and saturated), result, submit and sync run on
+    both stores at each depth with and without a worker generating, two API nodes on Redis; every row has
+    figures, and the Markdown has a table line per row and a verdict per target."""
+    bench = ROOT / "benchmarks" / "bench_api.py"
+    out = subprocess.run([sys.executable, str(bench), "--quick", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=240, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "api.json").read_text())
+    depths = report["meta"]["plan"]["depths"]
+    expected = {("none", 0, False, "ceiling", 1, load) for load in ("poll", "saturate")}
+    for store in ("sqlite", "redis"):
+        expected.add((store, 0, False, "run", 1, "sequential"))
+        for depth in depths:
+            for worker in (False, True):
+                expected |= {(store, depth, worker, op, 1, load) for op, load in
+                             (("status", "poll"), ("status", "saturate"), ("result", "saturate"),
+                              ("submit", "saturate"))}  # fmt: skip
+    expected.add(("redis", depths[-1], True, "status", 2, "saturate"))
+    rows = report["rows"]
+    assert sorted((r["store"], r["depth"], r["worker"], r["op"], r["nodes"], r["load"]) for r in rows) == \
+        sorted(expected), "each scenario exactly once"  # fmt: skip
+    for row in rows:
+        assert row["requests"] > 0 and row["errors"] == 0, row
+        assert min(row["p50_ms"], row["p99_ms"], row["per_s"], row["server_cpu_ms_per_request"]) > 0, row
+        assert row["load"] != "saturate" or row["ratio_to_ceiling"] > 0, row
+    runs = [r for r in rows if r["op"] == "run"]
+    assert all(r["engine_ms"] > 0 and r["overhead_p50_ms"] == r["p50_ms"] - r["engine_ms"] for r in runs)
+    polled = [r for r in rows if r["op"] == "status" and r["load"] == "poll" and r["depth"]]
+    queued = [r for r in polled if not r["worker"]]
+    assert queued and all(r["queue_position"] == r["depth"] - 1 for r in queued), "the queue's tail is polled"
+    generating = [r for r in polled if r["worker"]]
+    assert generating and all(json.loads(r["last_body"])["status"] == "IN_QUEUE" for r in generating), \
+        "the worker never drains the backlog"  # fmt: skip
+    meta = report["meta"]
+    assert meta["machine"]["cpus"] and meta["machine"]["python"] and meta["machine"]["versions"]["fastapi"]
+    assert meta["commit"] and report["generator"]["client_cpu_ms_per_request"] > 0
+    table = (tmp_path / "api.md").read_text()
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "scenario" not in line]
+    assert len(lines) == len(rows)
+    assert all(float(cell) >= 0 for line in lines for cell in line.strip("|").split("|")[1:5]), lines
+    assert len([line for line in table.splitlines() if line.startswith("- ") and "met" in line]) == 4
+    assert "Scaling rule: one API core serves about" in table
