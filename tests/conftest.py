@@ -107,9 +107,15 @@ def add_keys(store: Any, *names: str) -> dict[str, dict[str, str]]:
     return keys
 
 
+def serve_on_loop(api: Any, loop_factory: Any) -> None:
+    """The API on the event loop `fluxserve serve` runs it on (uvloop where installed)."""
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(api.serve())
+
+
 def start_live_server(settings: Settings, engine: Any) -> LiveServer:
     from fluxserve.blobs.open import open_blobs
-    from fluxserve.processes.api_process import ApiServer
+    from fluxserve.processes.api_process import ApiServer, event_loop_factory
     from fluxserve.processes.worker_process import image_fetcher
     from fluxserve.store.open import open_store
     from fluxserve.worker.loop import Worker, WorkerConfig
@@ -119,7 +125,7 @@ def start_live_server(settings: Settings, engine: Any) -> LiveServer:
     blobs = open_blobs(settings.storage)
     worker = Worker(open_store(settings.store), blobs, engine, config, images=image_fetcher(settings, blobs))
     threads = [
-        threading.Thread(target=lambda: asyncio.run(api.serve()), name="api", daemon=True),
+        threading.Thread(target=serve_on_loop, args=(api, event_loop_factory()), name="api", daemon=True),
         threading.Thread(target=worker.run_forever, name="worker", daemon=True),
     ]
     for thread in threads:

@@ -6,6 +6,7 @@ without the limit fails on its socket timeout instead.
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import time
@@ -23,6 +24,16 @@ HEADER_TIMEOUT_S = 0.6
 IDLE_TIMEOUT_S = 0.6
 # How much later than its deadline the server may close a connection (a loaded two-core machine).
 SLACK_S = 2.0
+
+
+@pytest.fixture(autouse=True, params=["httptools", "h11"])
+def parser(request, monkeypatch) -> str:
+    """Every limit holds on both of uvicorn's parsers: httptools (the default) and h11 (without httptools)."""
+    from fluxserve.processes import api_process, connection_limits
+
+    chosen = functools.partial(connection_limits.protocol_class, parser=request.param)
+    monkeypatch.setattr(api_process, "protocol_class", chosen)
+    return request.param
 
 
 def live(tmp_path, **api) -> LiveServer:
@@ -152,3 +163,14 @@ def test_closing_flood_connections_frees_their_slots_at_once(tmp_path):
             assert http.get("/health").status_code == 200
     finally:
         server.stop()
+
+
+def test_the_parser_is_the_one_asked_for_and_auto_prefers_httptools(parser):
+    from fluxserve.processes.connection_limits import ConnectionLimits, protocol_class
+
+    limits = ConnectionLimits()
+    assert protocol_class(limits, parser).__name__ == {"httptools": "GuardedHttpToolsProtocol",
+                                                       "h11": "GuardedH11Protocol"}[parser]  # fmt: skip
+    assert protocol_class(limits).__name__ == "GuardedHttpToolsProtocol"
+    with pytest.raises(ValueError, match="parser"):
+        protocol_class(limits, "picohttp")

@@ -86,3 +86,12 @@ def test_stage_histograms_follow_the_engines_stage_names(tmp_path):
     for stage in timings:
         assert value(samples, "fluxserve_stage_seconds_count", worker="test-worker", stage=stage) == 1, stage
     assert value(samples, "fluxserve_stage_seconds_count", worker="test-worker", stage="image_encode") == 0
+
+
+def test_no_middleware_is_a_base_http_middleware(fake_server):
+    # BaseHTTPMiddleware runs every request in a task of its own behind a memory stream: on a status read it
+    # cost more CPU than the read itself. Pure ASGI middleware adds a function call.
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    stack = [m.cls for m in fake_server.api.app.user_middleware]
+    assert stack and not [c for c in stack if isinstance(c, type) and issubclass(c, BaseHTTPMiddleware)]

@@ -387,6 +387,21 @@ def test_api_keys(store, clock):
     assert not store.revoke_key("nope") and store.get_key("nope") is None
 
 
+def test_each_revocation_moves_the_key_generation_and_nothing_else_does(store, clock):
+    # API nodes cache verified keys and drop them when this moves: a revocation that did not move it would be
+    # honoured late, and other writes moving it would only empty the caches.
+    from fluxserve.core.accounts import ApiKey
+
+    start = store.key_generation()
+    store.create_key(ApiKey("k1", "hash1", "alice", False, clock()))
+    store.create_key(ApiKey("k2", "hash2", "bob", False, clock()))
+    store.submit(Job(id=new_job_id(), app="fal-ai/flux/schnell", spec=SPEC, key_id="k1"))
+    assert store.key_generation() == start
+    assert store.revoke_key("k1") and store.key_generation() == start + 1
+    assert not store.revoke_key("nope") and store.key_generation() == start + 1
+    assert store.revoke_key("k2") and store.key_generation() == start + 2
+
+
 def test_usage_counts_completed_jobs_in_megapixels_rounded_up(store, clock):
     def run(key_id, output, app="fal-ai/flux/schnell", end="complete"):
         job = Job(id=new_job_id(), app=app, spec=SPEC, key_id=key_id)

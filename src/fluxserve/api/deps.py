@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request
 
+from fluxserve.api.key_cache import KeyCache
 from fluxserve.api.rate_limit import SubmitRateLimiter
 from fluxserve.blobs.base import BlobStore
 from fluxserve.core.settings import AdmissionSettings, ApiSettings, WaitingSettings
@@ -28,11 +29,15 @@ class Services:
     submit_limits: Any = None
     # Checks fal_webhook at submit under the delivery's URL policy (webhooks.WebhookTargets); None: public only.
     webhook_targets: Any = None
+    # Verified API keys of this process (api.key_cache); None: a fresh one over `store`.
+    keys: Any = None
 
     def __post_init__(self) -> None:
         if self.submit_limits is None:
             limits = SubmitRateLimiter(self.api.submit_rate, self.api.submit_burst)
             object.__setattr__(self, "submit_limits", limits)  # frozen: set once, here
+        if self.keys is None:
+            object.__setattr__(self, "keys", KeyCache(self.store))
 
 
 def services(request: Request) -> Services:

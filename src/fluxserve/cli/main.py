@@ -10,7 +10,6 @@ keys, usage, generate, make-tiny-model: operator and client commands
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -100,7 +99,7 @@ def banner(server: Any, settings: Settings) -> str:
 
 
 def run_api(settings: Settings) -> int:
-    from fluxserve.processes.api_process import ApiServer, serve_until_signalled
+    from fluxserve.processes.api_process import ApiServer, run_until_signalled
 
     try:
         server = ApiServer(settings)
@@ -108,7 +107,7 @@ def run_api(settings: Settings) -> int:
         print(f"fluxserve: cannot start the API: {exc}", file=sys.stderr)
         return ExitCode.CONFIG_ERROR
     print(banner(server, settings), flush=True)
-    asyncio.run(serve_until_signalled(server))
+    run_until_signalled(server)
     return ExitCode.OK
 
 

@@ -141,7 +141,17 @@ class KeyStore(Protocol):
 
     def list_keys(self) -> list[ApiKey]: ...
 
-    def revoke_key(self, key_id: str) -> bool: ...
+    def revoke_key(self, key_id: str) -> bool:
+        """Mark the key revoked and bump key_generation, in one write, so every API node's cache of verified
+        keys drops it before its next request."""
+
+    # True where reads are served from this machine's disk, with no network wait (SQLite): cheap and bounded
+    # enough for the API to make on its event loop.
+    local_reads: bool
+
+    def key_generation(self) -> int:
+        """A store-wide count of revocations, read before trusting a cached key: one indexed read or one
+        Redis GET, never waiting for a writer, so the API reads it on every authenticated request."""
 
     def usage(self, key_id: str | None = None) -> list[dict[str, Any]]:
         """Rows of {day, key_id ("" without auth), app, requests, images, megapixels}, recorded when a job

@@ -63,6 +63,8 @@ def _cap(value: int | None) -> str:
 
 
 class RedisJobStore:
+    local_reads = False  # every read is a network round trip (protocols.KeyStore.local_reads)
+
     def __init__(self, client: Any, namespace: str = DEFAULT_NAMESPACE, clock: Callable[[], float] = time.time):
         self.redis = client
         self.ns = namespace
@@ -297,8 +299,14 @@ class RedisJobStore:
     def revoke_key(self, key_id: str) -> bool:
         if not self.redis.exists(self._key("key", key_id)):
             return False
-        self.redis.hset(self._key("key", key_id), "revoked", 1)
+        with self.redis.pipeline(transaction=True) as pipe:  # MULTI: no node sees one without the other
+            pipe.hset(self._key("key", key_id), "revoked", 1)
+            pipe.incr(f"{self.ns}key_generation")
+            pipe.execute()
         return True
+
+    def key_generation(self) -> int:
+        return int(self.redis.get(f"{self.ns}key_generation") or 0)
 
     def usage(self, key_id: str | None = None) -> list[dict[str, Any]]:
         measures: dict[tuple[str, str, str], dict[str, str]] = {}

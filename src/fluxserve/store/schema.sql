@@ -70,3 +70,8 @@ CREATE TABLE IF NOT EXISTS served (
     key_id TEXT PRIMARY KEY,
     at REAL NOT NULL
 );
+-- Store-wide counters; `keys` counts revocations, which API nodes read to drop the keys they cached.
+CREATE TABLE IF NOT EXISTS generations (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);

@@ -49,6 +49,8 @@ TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 
 
 class SQLiteJobStore:
+    local_reads = True  # a local file (protocols.KeyStore.local_reads)
+
     def __init__(
         self,
         path: Path,
@@ -346,7 +348,15 @@ class SQLiteJobStore:
 
     def revoke_key(self, key_id: str) -> bool:
         with self._write() as db:
-            return db.execute("UPDATE api_keys SET revoked = 1 WHERE key_id = ?", (key_id,)).rowcount == 1
+            if db.execute("UPDATE api_keys SET revoked = 1 WHERE key_id = ?", (key_id,)).rowcount != 1:
+                return False
+            db.execute("INSERT INTO generations (name, value) VALUES ('keys', 1)"
+                       " ON CONFLICT(name) DO UPDATE SET value = value + 1")  # fmt: skip
+            return True
+
+    def key_generation(self) -> int:
+        rows = self._read("SELECT value FROM generations WHERE name = 'keys'")
+        return rows[0][0] if rows else 0
 
     def usage(self, key_id: str | None = None) -> list[dict[str, Any]]:
         """Usage rows (day, key_id, app, requests, images, megapixels), for one key or all."""

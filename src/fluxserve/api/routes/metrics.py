@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api.auth import admin
-from fluxserve.api.metrics import StoreCollector, http_metrics
+from fluxserve.api.metrics import HttpMetrics, StoreCollector, http_metrics
 
 
 def install(app: FastAPI, store: Any) -> None:
@@ -21,15 +20,7 @@ def install(app: FastAPI, store: Any) -> None:
     registry.register(StoreCollector(store))
     requests, latency = http_metrics(registry)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")  # the route template: ids do not explode the label space
-        requests.labels(request.method, path, str(response.status_code)).inc()
-        latency.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(HttpMetrics, requests=requests, latency=latency)  # type: ignore[arg-type]
 
     router = APIRouter(tags=["ops"])
 
