@@ -10,7 +10,7 @@ import uuid
 from typing import Callable
 
 from fluxserve.blobs.local import LocalBlobStore
-from fluxserve.core.jobs import Job, new_job_id
+from fluxserve.core.jobs import Job, LogLine, new_job_id
 from fluxserve.store.redis import RedisJobStore
 from fluxserve.store.sqlite import SQLiteJobStore
 from fluxserve.worker.loop import Worker, WorkerConfig
@@ -45,10 +45,25 @@ def test_a_write_wakes_waiters_elsewhere_and_here(tmp_path):
     there.close()
 
 
+def test_a_write_naming_more_jobs_than_a_ring_carries_wakes_every_waiter(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    here, there = SQLiteJobStore.open(path), SQLiteJobStore.open(path)
+    there.wait_for_change(0.01)  # bind its socket
+    ids = [new_job_id() for _ in range(200)]
+    here.append_logs([(job_id, LogLine(message="step 1/4", timestamp=1.0)) for job_id in ids])
+    heard = there.wait_for_change(5.0)
+    assert heard.every_job and heard.touches(ids[0]) and heard.touches(new_job_id())
+    here.append_logs([(ids[0], LogLine(message="step 2/4", timestamp=2.0))])
+    heard = there.wait_for_change(5.0)
+    assert not heard.every_job and heard.touches(ids[0], logs=True) and not heard.touches(ids[1], logs=True)
+    here.close()
+    there.close()
+
+
 def test_without_a_change_the_wait_times_out(tmp_path):
     store = SQLiteJobStore.open(tmp_path / "jobs.sqlite3")
     started = time.monotonic()
-    assert store.wait_for_change(0.2) is False
+    assert not store.wait_for_change(0.2)
     assert 0.15 < time.monotonic() - started < 2
     store.close()
 

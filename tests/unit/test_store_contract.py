@@ -150,6 +150,39 @@ def test_logs_in_order(store):
     assert [line.message for line in store.logs(job.id)] == ["step 0", "step 1", "step 2"]
 
 
+def test_append_logs_writes_several_jobs_lines_at_once_in_order(store):
+    """A batch's step: one write carries every job's line; each job reads back only its own, in order."""
+    a, b = submit(store), submit(store)
+    store.append_logs([])
+    store.append_logs([(a.id, LogLine(message="text encode", timestamp=1.0)),
+                       (b.id, LogLine(message="text encode", timestamp=1.0)),
+                       (a.id, LogLine(message="step 1/2", timestamp=2.0, level="PREVIEW"))])  # fmt: skip
+    store.append_logs([(b.id, LogLine(message="step 1/2", timestamp=2.0))])
+    assert store.logs(a.id) == [LogLine(message="text encode", timestamp=1.0),
+                                LogLine(message="step 1/2", timestamp=2.0, level="PREVIEW")]  # fmt: skip
+    assert [line.message for line in store.logs(b.id)] == ["text encode", "step 1/2"]
+
+
+def test_change_signals_name_the_jobs_that_changed(store):
+    """Waiters wake for their own job only: a submit, a claim, an end name theirs; a log line is named as a
+    log change (a sync run sleeps through it, a stream of steps does not); a lease renewal names no job."""
+    store.wait_for_change(0.01)  # subscribe (Redis) or bind the doorbell (SQLite) before the writes
+    job, other = Job(id=new_job_id(), app="a", spec=SPEC), new_job_id()
+    store.submit(job)
+    heard = store.wait_for_change(1.0)
+    assert heard and heard.touches(job.id) and not heard.touches(other) and not heard.every_job
+    claim_one(store, "w", lease_s=10)
+    assert store.wait_for_change(1.0).touches(job.id), "the claim"
+    store.append_logs([(job.id, LogLine(message="step 1/2", timestamp=1.0))])
+    heard = store.wait_for_change(1.0)
+    assert heard and heard.touches(job.id, logs=True) and not heard.touches(job.id)
+    assert store.renew_lease(job.id, "w", 10)
+    heard = store.wait_for_change(1.0)
+    assert not heard.touches(job.id, logs=True), "a renewal is in nobody's status"
+    assert store.complete(job.id, {"images": []})
+    assert store.wait_for_change(1.0).touches(job.id), "the end"
+
+
 def test_jobs_survive_reopening(tmp_path, clock):
     path = tmp_path / "jobs.sqlite3"
     store = SQLiteJobStore.open(path, clock=clock)

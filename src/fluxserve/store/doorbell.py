@@ -1,6 +1,7 @@
-"""Wake-ups between processes on one machine, for the SQLite store: a Unix datagram socket per listening process
-in one folder. Senders write one byte to every socket there; a listener blocks until a byte arrives. Losing a
-wake-up only costs latency (listeners also wake on a timeout), so every error is ignored."""
+"""Wake-ups between processes on one machine, for the SQLite store: a Unix datagram socket per listening
+process in one folder. Senders write one datagram to every socket there, naming the jobs that changed
+(store/changes.py); a listener blocks until one arrives and reads every pending one. Losing a wake-up only
+costs latency (listeners also wake on a timeout), so every error is ignored."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from fluxserve.store import changes
+from fluxserve.store.changes import Changes
+
+# Larger than any payload changes.encode sends.
+DATAGRAM_BYTES = 4 * changes.MAX_PAYLOAD
 
 
 def doorbell_folder(db_path: Path) -> Path:
@@ -27,7 +34,8 @@ class Doorbell:
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
 
-    def ring(self) -> None:
+    def ring(self, payload: str = changes.EVERY_JOB) -> None:
+        data = payload.encode()
         try:
             names = os.listdir(self.folder)
         except FileNotFoundError:
@@ -35,7 +43,7 @@ class Doorbell:
         for name in names:  # this process's own listener too: a change made here wakes waiters here
             path = self.folder / name
             try:
-                self._sender.sendto(b".", str(path))
+                self._sender.sendto(data, str(path))
             except (BlockingIOError, OSError) as exc:
                 if isinstance(exc, ConnectionRefusedError):  # its process is gone
                     path.unlink(missing_ok=True)
@@ -44,27 +52,27 @@ class Doorbell:
     def _path(self) -> Path | None:
         return self.folder / f"{os.getpid()}-{id(self)}.sock" if self._sock else None
 
-    def wait(self, timeout_s: float) -> bool:
-        """Block until rung or timeout_s passes; True when rung. Drains pending rings."""
+    def wait(self, timeout_s: float) -> Changes:
+        """Block until rung or timeout_s passes: what the pending rings said (NOTHING on a timeout)."""
         with self._lock:
             if self._sock is None:
                 try:
                     self._sock = self._bind()
                 except OSError:  # no doorbell here: fall back to waiting out the timeout
                     time.sleep(timeout_s)
-                    return False
+                    return changes.NOTHING
         self._sock.settimeout(timeout_s)
         try:
-            self._sock.recv(64)
-        except (TimeoutError, OSError):
-            return False
+            heard = changes.decode(self._sock.recv(DATAGRAM_BYTES).decode())
+        except (TimeoutError, OSError, UnicodeDecodeError):
+            return changes.NOTHING
         self._sock.setblocking(False)
         try:
-            while self._sock.recv(64):
-                pass
-        except OSError:
+            while True:
+                heard |= changes.decode(self._sock.recv(DATAGRAM_BYTES).decode())
+        except (OSError, UnicodeDecodeError):
             pass
-        return True
+        return heard
 
     def _bind(self) -> socket.socket:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from fluxserve.core.accounts import ApiKey
 from fluxserve.core.errors import FluxserveError
 from fluxserve.core.jobs import DeliveryState, Job, JobError, LogLine, WebhookDelivery
+from fluxserve.store.changes import Changes
 from fluxserve.store.scheduling import ClaimPolicy
 
 
@@ -86,6 +87,9 @@ class JobQueue(Protocol):
 
     def append_log(self, job_id: str, line: LogLine) -> None: ...
 
+    def append_logs(self, entries: Iterable[tuple[str, LogLine]]) -> None:
+        """Several jobs' log lines in one write (one transaction, one change signal): a batch's step."""
+
     # -- retention
     def drop_output(self, job_id: str) -> None:
         """Forget a finished job's payloads once handed out (Job.handed_out_once): its output, and the prompt and
@@ -94,10 +98,10 @@ class JobQueue(Protocol):
     def purge_finished(self, before: float) -> list[str]:
         """Delete jobs finished before `before` with no webhook left to send; return their blob keys."""
 
-    def wait_for_change(self, timeout_s: float) -> bool:
+    def wait_for_change(self, timeout_s: float) -> Changes:
         """Block until a write in any process changes the store (or timeout_s passes): waiters re-read at once
-        instead of polling. A write that changes nothing (an idle claim, an empty sweep) wakes nobody. True
-        when woken by a change."""
+        instead of polling. A write that changes nothing (an idle claim, an empty sweep) wakes nobody. The
+        Changes name the jobs that changed (store/changes.py); they are false after a timeout."""
 
 
 class WebhookOutbox(Protocol):

@@ -31,7 +31,8 @@ from fluxserve.core.jobs import (
     WebhookDelivery,
     worker_lost_error,
 )
-from fluxserve.store import records
+from fluxserve.store import changes, records
+from fluxserve.store.changes import Changes
 from fluxserve.store.protocols import Admission, QueueFull, lost_attempt
 from fluxserve.store.scheduling import CANDIDATE_SCAN, RANK, TOP_RANK, Candidate, ClaimPolicy, KeyLoad, plan
 
@@ -89,29 +90,31 @@ class RedisJobStore:
         )
         return cls(client, namespace, clock)
 
-    def _run(self, script: str, *args: Any) -> Any:
-        """Run a script; signal a change only when it wrote something (see redis_scripts.lua)."""
+    def _run(self, script: str, *args: Any, jobs: Callable[[Any], Iterable[str] | None] = lambda _: None):
+        """Run a script; signal a change only when it wrote something (see redis_scripts.lua), naming the jobs
+        `jobs` finds in the script's value (None: any job may have changed)."""
         changed, value = self._scripts[script](args=[self.ns, *args])
         if changed:
-            self._changed()
+            self._changed(jobs(value))
         return value
 
-    def _changed(self) -> None:
-        """Tell waiting workers and API nodes that something changed (pub/sub: no state, nothing to clean up)."""
-        self.redis.publish(f"{self.ns}events", "1")
+    def _changed(self, jobs: Iterable[str] | None = None, logs: Iterable[str] = ()) -> None:
+        """Tell waiting workers and API nodes which jobs changed (pub/sub: no state, nothing to clean up)."""
+        self.redis.publish(f"{self.ns}events", changes.encode(jobs, logs))
 
-    def wait_for_change(self, timeout_s: float) -> bool:
+    def wait_for_change(self, timeout_s: float) -> Changes:
         if self._pubsub is None:
             self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             self._pubsub.subscribe(f"{self.ns}events")
+        heard = changes.NOTHING
         try:
             message = self._pubsub.get_message(timeout=timeout_s)
-            while message is not None and self._pubsub.get_message(timeout=0) is not None:
-                pass
+            while message is not None:
+                heard |= changes.decode(message["data"])
+                message = self._pubsub.get_message(timeout=0)
         except Exception:  # a Redis restart drops the subscription: start a new one next time
             self._pubsub = None
-            return False
-        return message is not None
+        return heard
 
     def _key(self, kind: str, job_id: str) -> str:
         return f"{self.ns}{kind}:{job_id}"
@@ -148,7 +151,7 @@ class RedisJobStore:
             _cap(admission.max_queued), _cap(per_key), (TOP_RANK - RANK[job.priority]) * PRIORITY_STRIDE,
         ])  # fmt: skip
         if outcome == 1:  # a refusal changes nothing: a flood of 429s wakes no waiter
-            self._changed()
+            self._changed([job.id])
         elif outcome == -1:
             raise QueueFull("queue", admission.max_queued or 0)
         elif outcome == -2:
@@ -162,9 +165,10 @@ class RedisJobStore:
             return []
         now = self._clock()
         chosen = plan(self._candidates(ids, now), self._load(), policy)
-        claimed = self._run(
+        claimed, expired = self._run(
             "claim", _num(now), _num(now + lease_s), worker_id, _allowed(JobStatus.RUNNING),
             _allowed(JobStatus.FAILED), records.dump_error(JobError.start_timeout()), json.dumps(chosen),
+            jobs=lambda value: [*value[0], *value[1]],
         )  # fmt: skip
         return [job for job in map(self.get, claimed) if job is not None]
 
@@ -189,7 +193,8 @@ class RedisJobStore:
         return pipe.execute()
 
     def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool:
-        return self._run("renew", job_id, worker_id, _num(self._clock() + lease_s)) == 1
+        # A lease is in nobody's status: its renewal wakes no job's waiters.
+        return self._run("renew", job_id, worker_id, _num(self._clock() + lease_s), jobs=lambda _: ()) == 1
 
     def requeue_expired(self, max_attempts: int = 3) -> list[str]:
         """Looked at before every claim: one read when nothing expired."""
@@ -208,7 +213,8 @@ class RedisJobStore:
 
     def expire_start_deadlines(self) -> list[str]:
         error = records.dump_error(JobError.start_timeout())
-        return self._run("expire_deadlines", _num(self._clock()), _allowed(JobStatus.FAILED), error)
+        return self._run("expire_deadlines", _num(self._clock()), _allowed(JobStatus.FAILED), error,
+                         jobs=lambda expired: expired)  # fmt: skip
 
     def complete(self, job_id: str, output: dict[str, Any], blob_keys: Iterable[str] = ()) -> bool:
         """Completion and its usage are recorded by one script: atomic, counted once."""
@@ -219,6 +225,7 @@ class RedisJobStore:
             "complete", job_id, _num(now), _allowed(JobStatus.COMPLETED),
             json.dumps(records.completion_fields(output, list(blob_keys))), usage_day(now),
             f"{records.usage_owner(key_id)}|{app or ''}", usage.images, usage.megapixels,
+            jobs=lambda _: [job_id],
         ) == 1  # fmt: skip
 
     def fail(self, job_id: str, error: JobError) -> bool:
@@ -228,12 +235,23 @@ class RedisJobStore:
         return self._transition(job_id, JobStatus.CANCELLED, {})
 
     def append_log(self, job_id: str, line: LogLine) -> None:
-        self.redis.rpush(self._key("logs", job_id), json.dumps([line.message, line.timestamp, line.level]))
-        self._changed()
+        self.append_logs([(job_id, line)])
+
+    def append_logs(self, entries: Iterable[tuple[str, LogLine]]) -> None:
+        """One round trip (a transaction) for all of them and the signal naming their jobs."""
+        entries = list(entries)
+        if not entries:
+            return
+        pipe = self.redis.pipeline()
+        for job_id, line in entries:
+            pipe.rpush(self._key("logs", job_id), json.dumps([line.message, line.timestamp, line.level]))
+        pipe.publish(f"{self.ns}events", changes.encode((), logs=[job_id for job_id, _ in entries]))
+        pipe.execute()
 
     def _transition(self, job_id: str, target: JobStatus, fields: dict[str, Any]) -> bool:
         now = _num(self._clock())
-        return self._run("transition", job_id, target.value, now, _allowed(target), json.dumps(fields)) == 1
+        return self._run("transition", job_id, target.value, now, _allowed(target), json.dumps(fields),
+                         jobs=lambda _: [job_id]) == 1  # fmt: skip
 
     # -- retention -----------------------------------------------------------------------------------
 
@@ -252,14 +270,17 @@ class RedisJobStore:
     def claim_webhooks(self, lease_s: float, limit: int = 16, max_attempts: int = 0) -> list[WebhookDelivery]:
         now = self._clock()
         lost = json.dumps(lost_attempt(0, now))
-        rows = self._run("claim_hooks", _num(now), _num(now + lease_s), limit, max_attempts, lost)
+        # A delivery is in no job's status: its writes wake no job's waiters.
+        rows = self._run("claim_hooks", _num(now), _num(now + lease_s), limit, max_attempts, lost,
+                         jobs=lambda _: ())  # fmt: skip
         return [WebhookDelivery(job_id=i, url=url, attempts=json.loads(a or "[]")) for i, url, a in rows]
 
     def record_webhook_attempt(
         self, job_id: str, attempt: dict[str, Any], next_at: float | None, state: DeliveryState
     ) -> bool:
         state = DeliveryState(state)
-        return self._run("record_hook", job_id, json.dumps(attempt), _num(next_at) or "", state.value) == 1
+        return self._run("record_hook", job_id, json.dumps(attempt), _num(next_at) or "", state.value,
+                         jobs=lambda _: ()) == 1  # fmt: skip
 
     def report_worker(self, worker_id: str, state: str, ttl_s: float, stats: dict[str, Any] | None = None) -> None:
         # A sorted set scored by expiry: readers drop lapsed entries without trusting Redis' clock.

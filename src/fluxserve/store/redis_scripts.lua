@@ -105,7 +105,7 @@ for _, id in ipairs(cjson.decode(ARGV[8])) do
     table.insert(claimed, id)
   end
 end
-return {changed(#expired + #claimed > 0), claimed}
+return {changed(#expired + #claimed > 0), {claimed, expired}}
 
 -- script: expire_deadlines
 -- ARGV: ns, now, allowed_failed, deadline_error

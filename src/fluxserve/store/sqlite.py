@@ -26,7 +26,8 @@ from fluxserve.core.jobs import (
     WebhookDelivery,
     worker_lost_error,
 )
-from fluxserve.store import records
+from fluxserve.store import changes, records
+from fluxserve.store.changes import Changes
 from fluxserve.store.doorbell import Doorbell, doorbell_folder
 from fluxserve.store.protocols import Admission, QueueFull, lost_attempt
 from fluxserve.store.scheduling import CANDIDATE_SCAN, ClaimPolicy, KeyLoad, plan
@@ -82,18 +83,22 @@ class SQLiteJobStore:
         return cls(path, clock, **timeouts)
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(
+        self, jobs: Iterable[str] | None = None, logs: Iterable[str] = ()
+    ) -> Iterator[sqlite3.Connection]:
         """One write transaction: taken up front (IMMEDIATE) so concurrent processes queue, never deadlock.
-        Every committed change rings the doorbell: waiters elsewhere re-read instead of polling blindly.
+        Every committed change rings the doorbell, naming `jobs` (read once committed, so a list the body
+        fills works; None: any job may have changed) and those whose `logs` grew (store/changes.py): their
+        waiters re-read instead of polling blindly.
         A database another process keeps locked is retried, then raises StoreBusy (sqlite_connections.py)."""
         with self._conns.transaction() as db:
             before = db.total_changes
             yield db
             changed = db.total_changes != before
         if changed:  # an idle claim or an empty requeue sweep wakes nobody
-            self._doorbell.ring()
+            self._doorbell.ring(changes.encode(jobs, logs))
 
-    def wait_for_change(self, timeout_s: float) -> bool:
+    def wait_for_change(self, timeout_s: float) -> Changes:
         """Block until some process changes the store, or timeout_s passes."""
         return self._doorbell.wait(timeout_s)
 
@@ -130,7 +135,7 @@ class SQLiteJobStore:
     # -- the life of a job ---------------------------------------------------------------------------
 
     def submit(self, job: Job, admission: Admission | None = None) -> None:
-        with self._write() as db:
+        with self._write([job.id]) as db:
             # Submitting the same id twice is a no-op, as in every store (a retry after a lost reply is not
             # refused for a queue its own first try filled).
             if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
@@ -151,8 +156,9 @@ class SQLiteJobStore:
     def claim(self, worker_id: str, lease_s: float, policy: ClaimPolicy) -> list[Job]:
         """The jobs scheduling.plan picks, claimed in the transaction that read them."""
         now = self._clock()
-        with self._write() as db:
-            self._expire_start_deadlines(now)
+        changed: list[str] = []  # the jobs its signal names: failed for their start deadline, and claimed
+        with self._write(changed) as db:
+            changed += self._expire_start_deadlines(now)
             rows = db.execute(
                 "SELECT id, key_id, spec, priority FROM jobs WHERE status = 'queued'"
                 " ORDER BY priority DESC, seq LIMIT ?", (CANDIDATE_SCAN,)
@@ -167,6 +173,7 @@ class SQLiteJobStore:
                     " ON CONFLICT(key_id) DO UPDATE SET at = excluded.at",
                     (now, job_id),
                 )
+            changed += chosen
         return [job for job in map(self.get, chosen) if job is not None]
 
     def _load(self, db: sqlite3.Connection) -> KeyLoad:
@@ -175,7 +182,7 @@ class SQLiteJobStore:
         return KeyLoad(running, served)
 
     def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool:
-        with self._write() as db:
+        with self._write(()) as db:  # a lease is in nobody's status: its renewal wakes no job's waiters
             cur = db.execute(
                 "UPDATE jobs SET lease_until = ? WHERE id = ? AND worker_id = ? AND status = 'running'",
                 (self._clock() + lease_s, job_id, worker_id),
@@ -202,8 +209,10 @@ class SQLiteJobStore:
         return requeued
 
     def expire_start_deadlines(self) -> list[str]:
-        with self._write():
-            return self._expire_start_deadlines(self._clock())
+        expired: list[str] = []
+        with self._write(expired):
+            expired += self._expire_start_deadlines(self._clock())
+        return expired
 
     def _expire_start_deadlines(self, now: float) -> list[str]:
         rows = self._db.execute(
@@ -214,7 +223,7 @@ class SQLiteJobStore:
 
     def complete(self, job_id: str, output: dict[str, Any], blob_keys: Iterable[str] = ()) -> bool:
         """Completion and its usage (megapixels per image, rounded up) are recorded in one transaction."""
-        with self._write() as db:
+        with self._write([job_id]) as db:
             done = self._transition_in_tx(job_id, JobStatus.COMPLETED, **records.completion_fields(output, list(blob_keys)))
             if done:
                 app, key_id = db.execute("SELECT app, key_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -234,16 +243,19 @@ class SQLiteJobStore:
         return self._transition(job_id, JobStatus.CANCELLED)
 
     def append_log(self, job_id: str, line: LogLine) -> None:
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO job_logs (job_id, ts, level, message) VALUES (?, ?, ?, ?)",
-                (job_id, line.timestamp, line.level, line.message),
-            )
+        self.append_logs([(job_id, line)])
+
+    def append_logs(self, entries: Iterable[tuple[str, LogLine]]) -> None:
+        rows = [(job_id, line.timestamp, line.level, line.message) for job_id, line in entries]
+        if not rows:
+            return
+        with self._write((), logs=[job_id for job_id, *_ in rows]) as db:
+            db.executemany("INSERT INTO job_logs (job_id, ts, level, message) VALUES (?, ?, ?, ?)", rows)
 
     # -- retention -----------------------------------------------------------------------------------
 
     def drop_output(self, job_id: str) -> None:
-        with self._write() as db:
+        with self._write([job_id]) as db:
             for (spec,) in db.execute("SELECT spec FROM jobs WHERE id = ?", (job_id,)).fetchall():
                 db.execute("UPDATE jobs SET output = NULL, spec = ? WHERE id = ?",
                            (records.spec_without_payload(spec), job_id))  # fmt: skip
@@ -270,7 +282,7 @@ class SQLiteJobStore:
         max_attempts (0: no limit) is failed here instead of being handed out again."""
         now = self._clock()
         out = []
-        with self._write() as db:
+        with self._write(()) as db:  # a delivery is in no job's status
             rows = db.execute(
                 "SELECT w.job_id, w.url, w.attempts, w.lease_until FROM webhooks w JOIN jobs j ON j.id = w.job_id"
                 f" WHERE w.state = ? AND w.next_at <= ? AND j.status IN {TERMINAL_SQL}"
@@ -300,7 +312,7 @@ class SQLiteJobStore:
         """state: pending (retry at next_at), delivered or failed (given up). Fenced by attempt["number"]:
         only the claim that handed out that number may record it, so a dispatcher whose lease ran out cannot
         write over a newer attempt or bring a failed delivery back to pending. False when refused."""
-        with self._write() as db:
+        with self._write(()) as db:
             cur = db.execute(
                 "UPDATE webhooks SET attempts = json_insert(attempts, '$[#]', json(?)), state = ?,"
                 " next_at = COALESCE(?, next_at), lease_until = NULL"
@@ -312,7 +324,7 @@ class SQLiteJobStore:
         return cur.rowcount == 1
 
     def report_worker(self, worker_id: str, state: str, ttl_s: float, stats: dict[str, Any] | None = None) -> None:
-        with self._write() as db:
+        with self._write(()) as db:  # no job changed: wakes only those waiting for any change
             db.execute(
                 "INSERT INTO workers (id, state, expires_at, stats) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE"
                 " SET state = excluded.state, expires_at = excluded.expires_at, stats = excluded.stats",
@@ -372,7 +384,7 @@ class SQLiteJobStore:
     # -- the one place a status changes -------------------------------------------------------------
 
     def _transition(self, job_id: str, target: JobStatus, **fields: Any) -> bool:
-        with self._write():
+        with self._write([job_id]):
             return self._transition_in_tx(job_id, target, **fields)
 
     def _transition_in_tx(self, job_id: str, target: JobStatus, **fields: Any) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from fluxserve.core.errors import JobCancelled, StoreBusy
-from fluxserve.core.jobs import PREVIEW_LEVEL, Job, JobError, step_message
+from fluxserve.core.jobs import PREVIEW_LEVEL, Job, JobError, LogLine, step_message
 from fluxserve.store.protocols import JobQueue
 
 if TYPE_CHECKING:  # the type only: the worker never loads the engine package itself
@@ -98,6 +98,8 @@ class Batch:
     keeper: LeaseKeeper | LeaseKeepers
     # Redux jobs' input images, fetched before the batch was formed: the decoded image, or the fetch's error.
     images: dict[str, Future[Any]] = field(default_factory=dict)
+    # Log lines of the stages after the last step, not yet written: they ride with the job's end (record).
+    unwritten: list[tuple[str, LogLine]] = field(default_factory=list)
     _outcomes: dict[str, JobOutcome] = field(default_factory=dict, init=False)
 
     def decide(self, job: Job, outcome: JobOutcome) -> None:
@@ -112,14 +114,28 @@ class Batch:
     def outcome(self, job: Job) -> JobOutcome:
         return self._outcomes.get(job.id, WORKER_STOPPED)
 
+    def unwritten_logs(self, job: Job) -> list[LogLine]:
+        return [line for job_id, line in self.unwritten if job_id == job.id]
+
 
 class BatchProgress:
     """The engine's Progress for a batch: log lines to each job, and stop once none of them is ours any more
-    (a job cancelled alone in a batch of several is dropped when the batch ends)."""
+    (a job cancelled alone in a batch of several is dropped when the batch ends).
 
-    def __init__(self, jobs: list[Job], log_line: Callable[..., None], is_ours: Callable[[Job], bool]):
+    One store write per step for the whole batch: a stage's lines (stamped when it starts) wait for the next
+    step's write, and those after the last step stay in `unwritten` for the job's end to carry (the delivery
+    writes them with its "store" line), so a job's logs end the same, in one write less per stage."""
+
+    def __init__(
+        self,
+        jobs: list[Job],
+        write_logs: Callable[[list[tuple[str, LogLine]]], None],
+        is_ours: Callable[[Job], bool],
+        clock: Callable[[], float],
+    ):
         """jobs: those of the engine call, in the order of its specs (the rows of `previews` follow it)."""
-        self.jobs, self.log_line, self.is_ours = jobs, log_line, is_ours
+        self.jobs, self.write_logs, self.is_ours, self.clock = jobs, write_logs, is_ours, clock
+        self.unwritten: list[tuple[str, LogLine]] = []
         # Each job's image rows in the engine's batch, fixed at the start (self.jobs shrinks on cancels).
         self.rows, at = {}, 0
         for job in jobs:
@@ -128,17 +144,24 @@ class BatchProgress:
 
     def stage(self, name: str) -> None:
         self.check_still_ours()
-        for job in self.jobs:
-            self.log_line(job, name)
+        self._add(name)
 
     def step(self, step: int, total: int, previews: list[str] | None = None) -> None:
+        now = self.clock()
         for job in self.jobs:
             if previews is not None and job.spec.previews:  # before the step line: /stream sends them as one
                 for row in self.rows[job.id]:
-                    self.log_line(job, previews[row], PREVIEW_LEVEL)
-            self.log_line(job, step_message(step, total))
+                    preview = LogLine(message=previews[row], timestamp=now, level=PREVIEW_LEVEL)
+                    self.unwritten.append((job.id, preview))
+            self.unwritten.append((job.id, LogLine(message=step_message(step, total), timestamp=now)))
+        lines, self.unwritten = self.unwritten, []
+        self.write_logs(lines)
         if step < total:
             self.check_still_ours()
+
+    def _add(self, message: str) -> None:
+        now = self.clock()
+        self.unwritten += [(job.id, LogLine(message=message, timestamp=now)) for job in self.jobs]
 
     def check_still_ours(self) -> None:
         self.jobs = [job for job in self.jobs if self.is_ours(job)]

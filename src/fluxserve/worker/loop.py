@@ -277,8 +277,12 @@ class Worker:
             if ready:
                 specs = [job.spec for job, _ in ready]
                 # The engine call's jobs, in its row order (one whose image fetch failed is already decided).
-                progress = BatchProgress([job for job, _ in ready], self.log, self.is_ours)
-                results = self.engine.generate_batch(specs, progress, [image for _, image in ready])
+                jobs = [job for job, _ in ready]
+                progress = BatchProgress(jobs, self.store.append_logs, self.is_ours, self.clock)
+                try:
+                    results = self.engine.generate_batch(specs, progress, [image for _, image in ready])
+                finally:
+                    batch.unwritten = progress.unwritten
                 sizes = [(image.width, image.height) for result in results for image in result.images]
                 self.stats.batch_ran(len(specs), results[0].timings, sizes)
                 for (job, _), result in zip(ready, results):
@@ -339,13 +343,21 @@ class Worker:
         """Each job's images encoded and stored, and its one end written."""
         try:
             for job in batch.jobs:
-                self.record(job, batch.outcome(job))
+                self.record(job, batch.outcome(job), batch.unwritten_logs(job))
         finally:
             batch.keeper.stop()
             self.report()
 
-    def record(self, job: Job, outcome: JobOutcome) -> None:
-        """Write the job's one end from `finally`: storing its images may itself fail, and then it fails."""
+    def record(self, job: Job, outcome: JobOutcome, unwritten: list[LogLine] | None = None) -> None:
+        """Write the job's one end from `finally`: storing its images may itself fail, and then it fails.
+        `unwritten`: its last stages' log lines, written before its end (with the "store" line when it
+        completed: one write)."""
+        unwritten = unwritten or []
+        if not isinstance(outcome, Completed) and unwritten:
+            try:  # only its log: losing it must not change how the job ends
+                self.store.append_logs([(job.id, line) for line in unwritten])
+            except Exception:
+                log.warning("job %s: its last log lines could not be written", job.id, exc_info=True)
         if isinstance(outcome, LeftToLease):
             return
         output: dict[str, Any] | None = None
@@ -353,7 +365,7 @@ class Worker:
         blob_keys: list[str] = []
         try:
             if isinstance(outcome, Completed):
-                self.log(job, "store")
+                self.store.append_logs([(job.id, line) for line in [*unwritten, self.log_line("store")]])
                 output, error = build_output(job.spec, outcome.result, self.blobs, blob_keys), None
             else:
                 error = outcome.error if isinstance(outcome, Failed) else None
@@ -388,7 +400,10 @@ class Worker:
         return wait, self.clock() - job.created_at
 
     def log(self, job: Job, message: str, level: str = "INFO") -> None:
-        self.store.append_log(job.id, LogLine(message=message, timestamp=self.clock(), level=level))
+        self.store.append_log(job.id, self.log_line(message, level))
+
+    def log_line(self, message: str, level: str = "INFO") -> LogLine:
+        return LogLine(message=message, timestamp=self.clock(), level=level)
 
 
 def start_lines(worker_id: str, info: dict[str, Any]) -> list[str]:

@@ -115,7 +115,7 @@ async def status_events(svc: Services, request_id: str, base: str, with_logs: bo
             quiet_since = loop.time()
         if body["status"] == "COMPLETED":
             return
-        await svc.changes.wait(svc.waiting.poll_interval_s)
+        await svc.changes.wait(svc.waiting.poll_interval_s, request_id, logs=with_logs)
 
 
 async def status_stream(request_id: str, request: Request, logs: str = "0", svc: Services = Depends(services),

@@ -49,30 +49,32 @@ def sse(data: dict[str, Any], event: str | None = None) -> str:
 
 
 async def job_events(svc: Services, job: Job, gone: asyncio.Event) -> AsyncIterator[str]:
-    """Step events as the worker logs them, woken by the store's change feed; the output (or error) last."""
+    """Step events as the worker logs them, woken by the change feed when this job changes; the output (or
+    error) last."""
     loop = asyncio.get_running_loop()
     seen_logs, quiet_since = 0, loop.time()
     previews: list[str] = []  # the preview lines logged since the last step line: that step's images
-    while not gone.is_set():
-        current = await run_in_threadpool(svc.store.get, job.id)
-        if current is None:  # removed under us (retention): nothing more will come
-            return
-        logs = await run_in_threadpool(svc.store.logs, job.id)
-        for line in logs[seen_logs:]:
-            if line.level == PREVIEW_LEVEL:
-                previews.append(line.message)
-            elif (step := parsed_step(line.message)) is not None:
-                yield sse(step_event(current, *step, previews))
-                previews, quiet_since = [], loop.time()
-        seen_logs = len(logs)
-        if current.status.terminal:
-            async for tail in final_events(svc, current):
-                yield tail
-            return
-        if loop.time() - quiet_since >= svc.waiting.keepalive_s:  # undici's 300 s body timeout, proxies
-            yield ": keep-alive\n\n"
-            quiet_since = loop.time()
-        await svc.changes.wait(svc.waiting.poll_interval_s)
+    with svc.changes.watch(job.id, logs=True) as changes:
+        while not gone.is_set():
+            current = await run_in_threadpool(svc.store.get, job.id)
+            if current is None:  # removed under us (retention): nothing more will come
+                return
+            logs = await run_in_threadpool(svc.store.logs, job.id)
+            for line in logs[seen_logs:]:
+                if line.level == PREVIEW_LEVEL:
+                    previews.append(line.message)
+                elif (step := parsed_step(line.message)) is not None:
+                    yield sse(step_event(current, *step, previews))
+                    previews, quiet_since = [], loop.time()
+            seen_logs = len(logs)
+            if current.status.terminal:
+                async for tail in final_events(svc, current):
+                    yield tail
+                return
+            if loop.time() - quiet_since >= svc.waiting.keepalive_s:  # undici's 300 s body timeout, proxies
+                yield ": keep-alive\n\n"
+                quiet_since = loop.time()
+            await changes.next(svc.waiting.poll_interval_s)
 
 
 async def final_events(svc: Services, job: Job) -> AsyncIterator[str]:
