@@ -623,6 +623,11 @@ def test_jobs_stored_before_priorities_read_as_normal(store, clock):
         import sqlite3
 
         db = sqlite3.connect(path)
+        # What a file from before priorities lacks: the column, its index, and the queue counters built on it.
+        for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            db.execute(f"DROP TRIGGER {trigger}")
+        db.execute("DROP TABLE queue_counts")
+        db.execute("DROP TABLE queued_by_key")
         db.execute("DROP INDEX jobs_queue_order")
         db.execute("ALTER TABLE jobs DROP COLUMN priority")
         db.commit()
@@ -641,3 +646,68 @@ def test_jobs_stored_before_priorities_read_as_normal(store, clock):
     assert [claim_one(store, "w", 10).id for _ in range(3)] == [old.id, running.id, low.id]
     if isinstance(store, SQLiteJobStore):
         store.close()
+
+
+def assert_status_view_agrees(store, job_id: str) -> None:
+    """status_view reads what get, queue_position and logs read one by one."""
+    for with_logs in (True, False):
+        view = store.status_view(job_id, with_logs)
+        assert view.job == store.get(job_id)
+        assert view.position == store.queue_position(job_id)
+        assert view.logs == (store.logs(job_id) if with_logs else None)
+
+
+def test_a_status_view_is_the_job_its_position_and_its_logs_read_together(store):
+    low = prioritised(store, Priority.LOW)
+    first, second = prioritised(store, Priority.NORMAL), prioritised(store, Priority.NORMAL)
+    store.append_log(first.id, LogLine(message="queued a while", timestamp=1.0))
+    assert [store.status_view(j.id, False).position for j in (first, second, low)] == [0, 1, 2]
+    assert claim_one(store, "w", 10).id == first.id
+    store.append_log(first.id, LogLine(message="step 1", timestamp=2.0, level="PREVIEW"))
+    for job in (first, second, low):
+        assert_status_view_agrees(store, job.id)
+    view = store.status_view(first.id, True)
+    assert view.job.status is JobStatus.RUNNING and view.position is None
+    assert [(line.message, line.level) for line in view.logs] == [("queued a while", "INFO"),
+                                                                  ("step 1", "PREVIEW")]  # fmt: skip
+    assert store.complete(first.id, {"images": []})
+    assert store.status_view(first.id, True).job.status is JobStatus.COMPLETED
+    assert_status_view_agrees(store, first.id)
+    assert store.status_view("missing", True) is None and store.status_view("missing", False) is None
+
+
+def test_positions_depth_and_shares_stay_exact_over_a_long_queue(store, clock):
+    """Over a thousand jobs (SQLite counts them in blocks of 1024), of two priorities and three keys, some
+    claimed, cancelled or requeued: every position is the count of the jobs that run first, and the depth and
+    each key's share are what admission sees."""
+    from fluxserve.store.protocols import Admission, QueueFull
+
+    keys = ("k0", "k1", "k2")
+    jobs = [prioritised(store, Priority.LOW if i % 3 == 0 else Priority.NORMAL, keys[i % 7 % 3])
+            for i in range(1300)]  # fmt: skip
+    place = {job.id: i for i, job in enumerate(jobs)}  # submission order: a requeued job keeps its place
+    queued = set(place)
+    for job in jobs[5::9]:
+        assert store.cancel(job.id)
+        queued.discard(job.id)
+    dead = [claim_one(store, "dead", lease_s=5) for _ in range(12)]
+    queued -= {job.id for job in dead}
+    clock.advance(6)
+    assert sorted(store.requeue_expired()) == sorted(job.id for job in dead)
+    queued |= {job.id for job in dead}
+    for _ in range(8):
+        queued.discard(claim_one(store, "w", lease_s=60).id)
+    rank = {job.id: job.priority is Priority.NORMAL for job in jobs}
+
+    def expected(job_id: str) -> int:
+        return sum(1 for other in queued if (rank[other], -place[other]) > (rank[job_id], -place[job_id]))
+
+    for job in jobs[::17] + jobs[1018:1030] + jobs[-3:]:
+        assert store.status_view(job.id, False).position == (expected(job.id) if job.id in queued else None)
+    assert store.count_queued() == len(queued)
+    mine = sum(1 for job in jobs if job.id in queued and job.key_id == "k1")
+    for full in (Admission(max_queued_per_key=mine), Admission(max_queued=len(queued))):
+        with pytest.raises(QueueFull):
+            store.submit(Job(id=new_job_id(), app="a", spec=SPEC, key_id="k1"), full)
+    store.submit(Job(id=new_job_id(), app="a", spec=SPEC, key_id="k1"), Admission(len(queued) + 1, mine + 1))
+    assert store.count_queued() == len(queued) + 1

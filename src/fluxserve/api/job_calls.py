@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 from starlette.concurrency import run_in_threadpool
 
+from fluxserve.api.auth import Caller
 from fluxserve.api.deps import Services
 from fluxserve.api.fal import status_body
 from fluxserve.core.jobs import GenerationSpec, Job, JobStatus, Priority, RequestOptions, new_job_id
@@ -50,10 +51,12 @@ async def forget_if_handed_out_once(svc: Services, job: Job) -> None:
         await run_in_threadpool(svc.store.drop_output, job.id)
 
 
-async def read_status(svc: Services, job_id: str, base_url: str, with_logs: bool) -> dict[str, Any] | None:
-    job = await run_in_threadpool(svc.store.get, job_id)
-    if job is None:
+async def read_status(
+    svc: Services, who: Caller, job_id: str, base_url: str, with_logs: bool
+) -> dict[str, Any] | None:
+    """fal's status body from one store call (job, position and logs read together: one thread-pool hop);
+    None when the job does not exist or `who` may not see it (both answer 404)."""
+    view = await run_in_threadpool(svc.store.status_view, job_id, with_logs)
+    if view is None or not who.may_see(view.job):
         return None
-    position = await run_in_threadpool(svc.store.queue_position, job_id) if job.status is JobStatus.QUEUED else None
-    logs = await run_in_threadpool(svc.store.logs, job_id) if with_logs else None
-    return status_body(job, base_url, position, logs)
+    return status_body(view.job, base_url, view.position, view.logs)

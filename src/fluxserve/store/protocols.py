@@ -46,9 +46,23 @@ def lost_attempt(number: int, at: float) -> dict[str, Any]:
             "final": False}  # fmt: skip
 
 
+@dataclass(frozen=True)
+class StatusView:
+    """What a status read answers, from one consistent read: the job, its exact queue position (None unless
+    queued) and its log lines (None unless asked for)."""
+
+    job: Job
+    position: int | None
+    logs: list[LogLine] | None
+
+
 class JobQueue(Protocol):
     # -- reads
     def get(self, job_id: str) -> Job | None: ...
+
+    def status_view(self, job_id: str, with_logs: bool) -> StatusView | None:
+        """The job, its queue_position() and (with_logs) its logs(), read together in one store call: a status
+        poll costs one round trip, and the three agree with each other. None when there is no such job."""
 
     def queue_position(self, job_id: str) -> int | None:
         """Jobs queued ahead of this one, or None when it is not queued."""

@@ -33,7 +33,7 @@ from fluxserve.core.jobs import (
 )
 from fluxserve.store import changes, records
 from fluxserve.store.changes import Changes
-from fluxserve.store.protocols import Admission, QueueFull, lost_attempt
+from fluxserve.store.protocols import Admission, QueueFull, StatusView, lost_attempt
 from fluxserve.store.scheduling import CANDIDATE_SCAN, RANK, TOP_RANK, Candidate, ClaimPolicy, KeyLoad, plan
 
 DEFAULT_NAMESPACE = "fluxserve:"
@@ -61,6 +61,18 @@ def _num(value: float | None) -> str | None:
 
 def _cap(value: int | None) -> str:
     return "" if value is None else str(int(value))
+
+
+def _log_lines(rows: list[str]) -> list[LogLine]:
+    return [LogLine(message=m, timestamp=ts, level=level) for m, ts, level in map(json.loads, rows)]
+
+
+def _candidates(rows: list[list[str]], now: float) -> list[Candidate]:
+    """The queued jobs the candidates script listed, less those past their start deadline (the claim script
+    fails them first). Missing fields come back as "" (Lua has no nil in a list)."""
+    return [records.candidate(job_id, key_id or None, spec, priority)
+            for job_id, key_id, spec, deadline, priority in rows
+            if spec and (not deadline or float(deadline) >= now)]  # fmt: skip
 
 
 class RedisJobStore:
@@ -125,6 +137,19 @@ class RedisJobStore:
         fields = self.redis.hgetall(self._key("job", job_id))
         return records.job_from_fields({**fields, "id": job_id}) if fields else None
 
+    def status_view(self, job_id: str, with_logs: bool) -> StatusView | None:
+        """One MULTI/EXEC round trip: the job's hash, its rank and its logs, read atomically."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(self._key("job", job_id)).zrank(f"{self.ns}queue", job_id)
+        if with_logs:
+            pipe.lrange(self._key("logs", job_id), 0, -1)
+        fields, rank, *logs = pipe.execute()
+        if not fields:
+            return None
+        job = records.job_from_fields({**fields, "id": job_id})
+        return StatusView(job, rank if job.status is JobStatus.QUEUED else None,
+                          _log_lines(logs[0]) if with_logs else None)  # fmt: skip
+
     def queue_position(self, job_id: str) -> int | None:
         return self.redis.zrank(f"{self.ns}queue", job_id)
 
@@ -132,8 +157,7 @@ class RedisJobStore:
         return self.redis.zcard(f"{self.ns}queue")
 
     def logs(self, job_id: str) -> list[LogLine]:
-        rows = self.redis.lrange(self._key("logs", job_id), 0, -1)
-        return [LogLine(message=m, timestamp=ts, level=level) for m, ts, level in map(json.loads, rows)]
+        return _log_lines(self.redis.lrange(self._key("logs", job_id), 0, -1))
 
     def webhook_attempts(self, job_id: str) -> list[dict[str, Any]]:
         return json.loads(self.redis.hget(self._key("hook", job_id), "attempts") or "[]")
@@ -160,24 +184,17 @@ class RedisJobStore:
     def claim(self, worker_id: str, lease_s: float, policy: ClaimPolicy) -> list[Job]:
         """The jobs scheduling.plan picks, claimed by one script, which expires start deadlines first and
         skips a planned job another worker took meanwhile (racing workers cannot both take it)."""
-        ids = self.redis.zrange(f"{self.ns}queue", 0, CANDIDATE_SCAN - 1)
-        if not ids:
+        rows = self._run("candidates", CANDIDATE_SCAN)
+        if not rows:
             return []
         now = self._clock()
-        chosen = plan(self._candidates(ids, now), self._load(), policy)
+        chosen = plan(_candidates(rows, now), self._load(), policy)
         claimed, expired = self._run(
             "claim", _num(now), _num(now + lease_s), worker_id, _allowed(JobStatus.RUNNING),
             _allowed(JobStatus.FAILED), records.dump_error(JobError.start_timeout()), json.dumps(chosen),
             jobs=lambda value: [*value[0], *value[1]],
         )  # fmt: skip
         return [job for job in map(self.get, claimed) if job is not None]
-
-    def _candidates(self, job_ids: list[str], now: float) -> list[Candidate]:
-        """The queued jobs, less those past their start deadline (the claim script fails them first)."""
-        rows = self._hmget_each(job_ids, ["key_id", "spec", "start_deadline", "priority"])
-        return [records.candidate(job_id, key_id, spec, priority)
-                for job_id, (key_id, spec, deadline, priority) in zip(job_ids, rows)
-                if spec and (deadline is None or float(deadline) >= now)]  # fmt: skip
 
     def _load(self) -> KeyLoad:
         running: dict[str | None, int] = {}

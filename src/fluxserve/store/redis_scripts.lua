@@ -92,6 +92,18 @@ if ARGV[4] ~= '' then
 end
 return 1
 
+-- script: candidates
+-- ARGV: ns, count. The first `count` queued jobs, each as {id, key_id, spec, start_deadline, priority}: one
+-- command instead of one HMGET per job (a pipeline of 256 of those cost a claim 29 ms at 10**5 queued).
+-- Reads only.
+local ns = ARGV[1]
+local rows = {}
+for _, id in ipairs(redis.call('ZRANGE', ns .. 'queue', 0, tonumber(ARGV[2]) - 1)) do
+  local f = redis.call('HMGET', ns .. 'job:' .. id, 'key_id', 'spec', 'start_deadline', 'priority')
+  table.insert(rows, {id, f[1] or '', f[2] or '', f[3] or '', f[4] or ''})
+end
+return {0, rows}
+
 -- script: claim
 -- ARGV: ns, now, lease_until, worker, allowed_running, allowed_failed, deadline_error, ids(json: the plan).
 -- A planned job another worker took meanwhile (or one past its start deadline) is skipped.

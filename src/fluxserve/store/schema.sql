@@ -27,6 +27,8 @@ CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 CREATE INDEX IF NOT EXISTS jobs_key_started ON jobs (key_id, started_at);
 CREATE INDEX IF NOT EXISTS jobs_key_status ON jobs (key_id, status);
+-- Every claim fails the queued jobs past their start deadline first: found without reading the whole queue.
+CREATE INDEX IF NOT EXISTS jobs_queued_deadline ON jobs (start_deadline) WHERE status = 'queued';
 CREATE TABLE IF NOT EXISTS job_logs (
     job_id TEXT NOT NULL,
     ts REAL NOT NULL,
@@ -75,3 +77,16 @@ CREATE TABLE IF NOT EXISTS generations (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+-- The queued jobs counted per priority and per block of 1024 sequence numbers, and per API key, kept exact by
+-- the triggers sqlite.py makes at open (and recounted there): a queue position, the queue's depth and a key's
+-- share are read from a few counter rows plus at most one block of the index, instead of counting the queue.
+CREATE TABLE IF NOT EXISTS queue_counts (
+    priority INTEGER NOT NULL,
+    block INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (priority, block)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queued_by_key (
+    key_id TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;

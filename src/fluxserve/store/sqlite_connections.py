@@ -6,7 +6,7 @@
   raises StoreBusy. A lock shorter than the budget is simply waited out; a longer one fails one operation.
 - Reads run on a connection of their own per thread and take no process-wide lock: in WAL mode a reader sees
   the last commit and never waits for a writer, so status, result, /ready and /metrics answer during a
-  foreign write.
+  foreign write. Several reads that must agree (a status: job, position, logs) share one read transaction.
 """
 
 from __future__ import annotations
@@ -118,6 +118,20 @@ class Connections:
     def read(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
         db = self._reader()
         return self.retrying(lambda: db.execute(sql, tuple(args)).fetchall(), what="read")
+
+    def read_together(self, reads: Callable[[sqlite3.Connection], T]) -> T:
+        """reads(db) inside one read transaction on this thread's reader: every statement it runs sees the
+        same commit (WAL: a snapshot, taken without waiting for any writer)."""
+        db = self._reader()
+
+        def once() -> T:
+            db.execute("BEGIN")
+            try:
+                return reads(db)
+            finally:
+                db.execute("ROLLBACK")  # nothing to commit in a read transaction: this only ends the snapshot
+
+        return self.retrying(once, what="read")
 
     def _reader(self) -> sqlite3.Connection:
         db = getattr(self._readers, "db", None)

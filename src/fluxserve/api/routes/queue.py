@@ -83,16 +83,15 @@ async def visible(svc: Services, who: Caller, request_id: str) -> Job | None:
 
 async def status(request_id: str, request: Request, logs: str = "0", svc: Services = Depends(services),
                  who: Caller = Depends(caller)):  # fmt: skip
-    if await visible(svc, who, request_id) is None:
-        return JSONResponse({"detail": "Request not found"}, status_code=404)
-    body = await job_calls.read_status(svc, request_id, base_url(request, svc), logs in TRUTHY)
+    body = await job_calls.read_status(svc, who, request_id, base_url(request, svc), logs in TRUTHY)
     if body is None:
         return JSONResponse({"detail": "Request not found"}, status_code=404)
     code = 200 if body["status"] == "COMPLETED" else 202
     return JSONResponse(body, status_code=code, headers={fal.REQUEST_ID_HEADER: request_id})
 
 
-async def status_events(svc: Services, request_id: str, base: str, with_logs: bool) -> AsyncIterator[str]:
+async def status_events(svc: Services, who: Caller, request_id: str, base: str, with_logs: bool
+                        ) -> AsyncIterator[str]:  # fmt: skip
     """One `data:` event per change, a comment as keep-alive, closed after the terminal event.
 
     Each event carries only the log lines that are new since the previous event: the JS client appends them.
@@ -100,7 +99,7 @@ async def status_events(svc: Services, request_id: str, base: str, with_logs: bo
     loop = asyncio.get_running_loop()
     last, sent_logs, quiet_since = None, 0, loop.time()
     while True:
-        body = await job_calls.read_status(svc, request_id, base, with_logs)
+        body = await job_calls.read_status(svc, who, request_id, base, with_logs)
         if body is None:
             return
         logs = body["logs"]
@@ -124,7 +123,7 @@ async def status_stream(request_id: str, request: Request, logs: str = "0", svc:
     if await visible(svc, who, request_id) is None:
         return JSONResponse({"detail": "Request not found"}, status_code=404)
     return StreamingResponse(
-        status_events(svc, request_id, base, logs in TRUTHY),
+        status_events(svc, who, request_id, base, logs in TRUTHY),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", fal.REQUEST_ID_HEADER: request_id},
     )
