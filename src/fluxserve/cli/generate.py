@@ -57,12 +57,20 @@ class Progress:
         self.out, self.stage, self.step, self.total = out, "", 0, 0
 
     def update(self, status: dict[str, Any]) -> None:
-        for line in status.get("logs") or []:
+        lines = status.get("logs") or []
+        if status["status"] == "IN_QUEUE" or not lines:
+            self.draw(status)
+        # Each line is drawn: the worker writes a step's stage lines together with it, and every stage should
+        # show, not only the last one of a write.
+        for line in lines:
             message = line["message"]
             if message.startswith("step "):
                 self.step, self.total = (int(x) for x in message.split()[1].split("/"))
             else:
                 self.stage = message
+            self.draw(status)
+
+    def draw(self, status: dict[str, Any]) -> None:
         if status["status"] == "IN_QUEUE":
             text = f"queued: {status.get('queue_position', 0)} ahead"
         else:
