@@ -21,49 +21,23 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES_BEFORE, STAGES_AFTER = ("text encode", "denoise"), ("vae decode", "to image")
 BODY = {"prompt": "a red fox", "image_size": {"width": 64, "height": 64}, "num_inference_steps": 4, "seed": 1}
 
 
 def run_worker(step_s: float, argv: list[str]) -> None:
-    """The worker process: fluxserve's Worker, on an engine that only reports progress and sleeps."""
+    """The worker process: fluxserve's Worker, on fake_worker's engine (it reports FluxEngine's stages and
+    sleeps step_s per step, and its own time in timings)."""
     import signal
 
-    from PIL import Image
+    from fake_worker import StepEngine
 
     from fluxserve.blobs.open import open_blobs
     from fluxserve.cli.main import build_parser, settings_from_args
     from fluxserve.store.open import open_store
     from fluxserve.worker.loop import Worker, WorkerConfig
 
-    class Generated:
-        def __init__(self, spec, took_s):
-            self.images = [Image.new("RGB", (spec.width, spec.height))] * spec.num_images
-            self.has_nsfw_concepts, self.timings = [False] * spec.num_images, {"inference": took_s}
-
-    class SteppingEngine:
-        def generate_batch(self, specs, progress, images=None):
-            started, total = time.perf_counter(), specs[0].num_inference_steps
-            for name in STAGES_BEFORE:
-                progress.stage(name)
-            for step in range(1, total + 1):
-                time.sleep(step_s)
-                progress.step(step, total)
-            for name in STAGES_AFTER:
-                progress.stage(name)
-            return [Generated(spec, time.perf_counter() - started) for spec in specs]
-
-        def warm_up(self, warmup):
-            return None
-
-        def gpu_memory_bytes(self):
-            return None
-
-        def describe(self):
-            return {"device": "none", "levels": {}, "skipped": {}}
-
     settings = settings_from_args(build_parser({}).parse_args(["worker", *argv]))
-    worker = Worker(open_store(settings.store), open_blobs(settings.storage), SteppingEngine(),
+    worker = Worker(open_store(settings.store), open_blobs(settings.storage), StepEngine(step_s),
                     WorkerConfig.from_settings(settings))  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     print(f"worker {settings.worker_id} ready", flush=True)
