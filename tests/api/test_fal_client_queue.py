@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.support.fal_clients import point_fal_client
-from tests.support.waits import wait_status
+from tests.support.waits import wait_status, wait_until
 
 APP = "fal-ai/flux/schnell"
 ARGS = {"prompt": "a cat", "image_size": "square", "seed": 2}
@@ -38,7 +38,10 @@ def test_submit_status_with_logs_and_result(fal):
 def test_subscribe_sees_falling_positions_then_step_logs(fal, fake_engine):
     fake_engine.step_s = 0.1  # each job takes 0.4 s: the client's 0.1 s polls see every position
     fake_engine.gate.clear()
-    blockers = [fal.submit(APP, arguments=ARGS) for _ in range(2)]
+    # The first blocker running (held), the second queued behind it: the subscribed job starts at position 1.
+    blockers = [fal.submit(APP, arguments=ARGS)]
+    wait_until(lambda: isinstance(blockers[0].status(), fal.InProgress), what="the first blocker to run")
+    blockers.append(fal.submit(APP, arguments=ARGS))
     updates, enqueued = [], []
     threading.Timer(0.6, fake_engine.gate.set).start()
     result = fal.subscribe(

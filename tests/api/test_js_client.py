@@ -173,8 +173,10 @@ def test_uploads_work_with_auth_on_and_stay_the_uploaders(secured_redux):
     assert len(redux["data"]["images"]) == 1 and redux["data"]["seed"] == 3
     initiated = [url for _, url in redux["requests"] if "/storage/upload/initiate" in url]
     assert len(initiated) == 1, redux["requests"]
-    assert server.api.app.state.uploads.active(alice.split(":")[0]) == 2, "both owned by the key that sent them"
-    assert server.api.app.state.uploads.active(keys["mallory"]["authorization"].split()[1].split(":")[0]) == 0
+    uploads = server.api.app.state.uploads
+    assert uploads.active(alice.split(":")[0]) == 2, "both owned by the key that sent them"
+    mallory = keys["mallory"]["authorization"].split()[1].split(":")[0]
+    assert uploads.active(mallory) == 0
 
 
 def test_queue_priority_low_waits_behind_a_later_normal_request(fake_server, fake_engine):

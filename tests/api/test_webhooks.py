@@ -90,8 +90,8 @@ def test_delivery_retries_until_the_receiver_accepts(fake_server, receiver_facto
     assert headers["content-type"] == "application/json"
     verify_independently(headers, raw, jwks)
     assert [json.loads(r)["request_id"] for _, r in receiver.received] == [handle["request_id"]] * 3
-    attempts = wait_until(lambda: (seen := fake_server.store.webhook_attempts(handle["request_id"]))[2:] and seen,
-                          5, "three recorded attempts")  # fmt: skip
+    recorded = lambda: (seen := fake_server.store.webhook_attempts(handle["request_id"]))[2:] and seen  # noqa: E731
+    attempts = wait_until(recorded, 5, "three recorded attempts")
     assert [a["status_code"] for a in attempts] == [503, 500, 200]
     assert attempts[1]["at"] - attempts[0]["at"] >= 0.15, "retries back off"
     time.sleep(0.5)

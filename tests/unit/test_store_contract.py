@@ -312,7 +312,8 @@ def test_a_dead_dispatchers_delivery_is_claimed_again(store, clock):
 
 
 def test_drop_output_forgets_the_payloads_and_keeps_the_parameters(store):
-    job = Job(id=new_job_id(), app="fal-ai/flux/schnell/redux", spec=make_spec(prompt="secret", image_url="data:x"))
+    spec = make_spec(prompt="secret", image_url="data:x")
+    job = Job(id=new_job_id(), app="fal-ai/flux/schnell/redux", spec=spec)
     store.submit(job)
     claim_one(store, "w", 10)
     store.complete(job.id, {"images": ["data:..."]})

@@ -140,8 +140,8 @@ def request_options(
     ),
     x_fal_store_io: str = Header(
         default=None,
-        description="0: the request's payloads (prompt, result JSON) are not kept once its result is handed out "
-        "(images stay at their URLs)",
+        description="0: the request's payloads (prompt, result JSON) are not kept once its result is handed "
+        "out (images stay at their URLs)",
     ),
 ) -> RequestOptions:
     """A dependency for every route that creates a job: fal's platform headers that change how it is handled.

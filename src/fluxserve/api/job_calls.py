@@ -45,8 +45,8 @@ async def abandon(svc: Services, job_id: str) -> None:
 
 
 async def forget_if_handed_out_once(svc: Services, job: Job) -> None:
-    """sync_mode and X-Fal-Store-IO: 0 results are handed out once, never kept (a webhook, if any, still gets its
-    copy)."""
+    """sync_mode and X-Fal-Store-IO: 0 results are handed out once, never kept (a webhook, if any, still gets
+    its copy)."""
     if job.handed_out_once and job.status is JobStatus.COMPLETED and job.webhook_url is None:
         await run_in_threadpool(svc.store.drop_output, job.id)
 

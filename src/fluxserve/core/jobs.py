@@ -181,8 +181,8 @@ class Priority(str, enum.Enum):
 
 @dataclass(frozen=True)
 class RequestOptions:
-    """fal's per-request platform headers that change how a job is handled, not what it generates. Stored as one
-    JSON value; a record without one (or a key it lacks) reads as the defaults."""
+    """fal's per-request platform headers that change how a job is handled, not what it generates. Stored as
+    one JSON value; a record without one (or a key it lacks) reads as the defaults."""
 
     # X-Fal-No-Retry: a job whose worker dies fails instead of running again (worker_lost_error).
     no_retry: bool = False

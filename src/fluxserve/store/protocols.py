@@ -106,8 +106,8 @@ class JobQueue(Protocol):
 
     # -- retention
     def drop_output(self, job_id: str) -> None:
-        """Forget a finished job's payloads once handed out (Job.handed_out_once): its output, and the prompt and
-        image_url in its spec."""
+        """Forget a finished job's payloads once handed out (Job.handed_out_once): its output, and the prompt
+        and image_url in its spec."""
 
     def purge_finished(self, before: float) -> list[str]:
         """Delete jobs finished before `before` with no webhook left to send; return their blob keys."""

@@ -68,8 +68,8 @@ def priority_of(stored: Any) -> Priority:
 
 
 def spec_without_payload(stored: str) -> str:
-    """A finished job's stored spec with what the client sent as content (prompt, image_url: perhaps a data URI)
-    erased: the parameters stay, for the record."""
+    """A finished job's stored spec with what the client sent as content (prompt, image_url: perhaps a data
+    URI) erased: the parameters stay, for the record."""
     return json.dumps({**json.loads(stored), "prompt": "", "image_url": None})
 
 

@@ -277,7 +277,8 @@ class RedisJobStore:
         job = self._key("job", job_id)
         spec = self.redis.hget(job, "spec")
         if spec is not None:
-            self.redis.pipeline().hdel(job, "output").hset(job, "spec", records.spec_without_payload(spec)).execute()
+            erased = records.spec_without_payload(spec)
+            self.redis.pipeline().hdel(job, "output").hset(job, "spec", erased).execute()
 
     def purge_finished(self, before: float) -> list[str]:
         return [key for keys in self._run("purge", _num(before)) for key in json.loads(keys)]
