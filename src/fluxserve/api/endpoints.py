@@ -73,6 +73,12 @@ def redux_to_spec(body: ReduxInput, base_url: str, max_pixels: int) -> Generatio
     )
 
 
+def operation_id(verb: str, path: str) -> str:
+    """An OpenAPI operation id from a verb and an app id or path: submit + fal-ai/flux/schnell ->
+    submit_fal_ai_flux_schnell (one rule for every route, so ids never collide by spelling)."""
+    return f"{verb}_{path.replace('/', '_').replace('-', '_')}"
+
+
 @dataclass(frozen=True)
 class Endpoint:
     app_id: str  # e.g. "fal-ai/flux/schnell"

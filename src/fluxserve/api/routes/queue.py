@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from fluxserve.api import admission, fal, job_calls
 from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.api.deps import Services, base_url, services
-from fluxserve.api.endpoints import ENDPOINTS, Endpoint
+from fluxserve.api.endpoints import ENDPOINTS, Endpoint, operation_id
 from fluxserve.api.fal import output_lifetime, queue_priority, request_options, start_deadline
 from fluxserve.api.responses import NOT_FOUND, error
 from fluxserve.core.jobs import Job, JobStatus, Priority, RequestOptions
@@ -71,7 +71,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         submit,
         methods=["POST"],
         summary=f"Queue: submit to {endpoint.app_id}",
-        operation_id=f"submit_{endpoint.app_id.replace('/', '_').replace('-', '_')}",
+        operation_id=operation_id("submit", endpoint.app_id),
     )
 
 
@@ -164,7 +164,7 @@ def add_request_routes(router: APIRouter, prefix: str, documented: bool) -> None
         (f"{base}/cancel", cancel, "PUT", {202: {"description": "Cancellation requested"},
                                           400: {"description": "Already completed"}}),
     ):
-        name = f"{handler.__name__}_{prefix.replace('/', '_').replace('-', '_')}"
+        name = operation_id(handler.__name__, prefix)
         router.add_api_route(
             path, handler, methods=[method], include_in_schema=documented, operation_id=name, name=name,
             responses={**NOT_FOUND, **responses},

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from fluxserve.api import admission, fal, job_calls, waiting
 from fluxserve.api.auth import Caller, submitter
 from fluxserve.api.deps import Services, base_url, services
-from fluxserve.api.endpoints import ENDPOINTS, Endpoint
+from fluxserve.api.endpoints import ENDPOINTS, Endpoint, operation_id
 from fluxserve.api.fal import output_lifetime, request_options, start_deadline
 from fluxserve.api.responses import error
 from fluxserve.api.schemas import Output
@@ -87,7 +87,7 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         methods=["POST"],
         response_model=Output,
         summary=endpoint.summary,
-        operation_id=f"run_{endpoint.app_id.replace('/', '_').replace('-', '_')}",
+        operation_id=operation_id("run", endpoint.app_id),
         tags=["run"],
         responses={504: error("Not started within X-Fal-Request-Timeout (fal's user timeout)")},
     )

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api import fal, job_calls
 from fluxserve.api.deps import Services, services
-from fluxserve.api.endpoints import ENDPOINTS, Endpoint
+from fluxserve.api.endpoints import ENDPOINTS, Endpoint, operation_id
 from fluxserve.api.responses import error
 from fluxserve.api.routes.run import hang_up, submitted_job
 from fluxserve.core.jobs import PREVIEW_LEVEL, Job, JobStatus, parsed_step, step_message
@@ -56,10 +56,10 @@ async def job_events(svc: Services, job: Job, gone: asyncio.Event) -> AsyncItera
     previews: list[str] = []  # the preview lines logged since the last step line: that step's images
     with svc.changes.watch(job.id, logs=True) as changes:
         while not gone.is_set():
-            current = await run_in_threadpool(svc.store.get, job.id)
-            if current is None:  # removed under us (retention): nothing more will come
+            view = await run_in_threadpool(svc.store.status_view, job.id, True)  # job and logs in one read
+            if view is None:  # removed under us (retention): nothing more will come
                 return
-            logs = await run_in_threadpool(svc.store.logs, job.id)
+            current, logs = view.job, view.logs or []
             for line in logs[seen_logs:]:
                 if line.level == PREVIEW_LEVEL:
                     previews.append(line.message)
@@ -118,7 +118,7 @@ def add_stream_route(router: APIRouter, endpoint: Endpoint) -> None:
         stream,
         methods=["POST"],
         summary=f"{endpoint.summary} (server-sent events: one per step, then the output)",
-        operation_id=f"stream_{endpoint.app_id.replace('/', '_').replace('-', '_')}",
+        operation_id=operation_id("stream", endpoint.app_id),
         tags=["run"],
         responses={
             200: {"description": "Step events, then the output", "content": {"text/event-stream": {}}},
