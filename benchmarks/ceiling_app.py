@@ -1,7 +1,7 @@
 """The ceiling: a bare FastAPI app answering a fixed JSON the size of a queued job's status body at
 fluxserve's status path, served the way processes/api_process.py serves fluxserve (its connection-limit
-protocol class over h11, lifespan off, websockets off, its keep-alive, one process, asyncio's own loop, a
-socket bound by its `bind`). What fluxserve's status read costs beyond this is fluxserve's own.
+protocol class, lifespan off, websockets off, its keep-alive, one process, its event loop (uvloop where
+installed), a socket bound by its `bind`). What fluxserve's status read costs beyond this is fluxserve's own.
 
     python benchmarks/ceiling_app.py --port 8123
 """
@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from fluxserve.core.settings import ApiSettings
-from fluxserve.processes.api_process import bind, connection_limits
+from fluxserve.processes.api_process import bind, connection_limits, event_loop_factory
 from fluxserve.processes.connection_limits import protocol_class
 
 BASE = "http://127.0.0.1:8000/fal-ai/flux/requests/6f1c3d2e-8a4b-4c5d-9e6f-0a1b2c3d4e5f"
@@ -44,7 +44,8 @@ def main() -> None:
                             ws="none", timeout_keep_alive=limits.idle_timeout_s)  # fmt: skip
     sock = bind("127.0.0.1", port)
     print(f"ceiling serving http://127.0.0.1:{port}", flush=True)
-    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(uvicorn.Server(config).serve(sockets=[sock]))
 
 
 if __name__ == "__main__":

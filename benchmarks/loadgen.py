@@ -123,8 +123,9 @@ async def _drive(targets: list[Target], clients: int, duration_s: float, interva
     return sample
 
 
-def poll(targets: list[Target], clients: int, interval_s: float, duration_s: float) -> Sample:
-    return run(_drive(targets, clients, duration_s, interval_s, None))
+def poll(targets: list[Target], clients: int, interval_s: float, duration_s: float,
+         on_body: Callable[[bytes], None] | None = None) -> Sample:  # fmt: skip
+    return run(_drive(targets, clients, duration_s, interval_s, on_body))
 
 
 def saturate(targets: list[Target], clients: int, duration_s: float,

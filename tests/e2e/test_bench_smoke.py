@@ -189,9 +189,9 @@ def test_the_full_size_engine_the_gpu_run_builds_constructs_on_the_meta_device()
 
 
 def test_bench_api_quick_reports_every_scenario_with_numbers(tmp_path):
-    """`bench_api.py --quick`: the ceiling, then status (polled and saturated), result, submit and sync run on
-    both stores at each depth with and without a worker generating, two API nodes on Redis; every row has
-    figures, and the Markdown has a table line per row and a verdict per target."""
+    """`bench_api.py --quick`: the ceiling, then status (polled and saturated), result, submit (paced and
+    saturated) and sync run on both stores at each depth with and without a worker generating, two API nodes
+    on Redis; every row has figures, and the Markdown has a table line per row and a verdict per target."""
     bench = ROOT / "benchmarks" / "bench_api.py"
     out = subprocess.run([sys.executable, str(bench), "--quick", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=240, check=False)  # fmt: skip
@@ -205,7 +205,7 @@ def test_bench_api_quick_reports_every_scenario_with_numbers(tmp_path):
             for worker in (False, True):
                 expected |= {(store, depth, worker, op, 1, load) for op, load in
                              (("status", "poll"), ("status", "saturate"), ("result", "saturate"),
-                              ("submit", "saturate"))}  # fmt: skip
+                              ("submit", "paced"), ("submit", "saturate"))}  # fmt: skip
     expected.add(("redis", depths[-1], True, "status", 2, "saturate"))
     rows = report["rows"]
     assert sorted((r["store"], r["depth"], r["worker"], r["op"], r["nodes"], r["load"]) for r in rows) == \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -650,12 +651,25 @@ def test_jobs_stored_before_priorities_read_as_normal(store, clock):
 
 
 def assert_status_view_agrees(store, job_id: str) -> None:
-    """status_view reads what get, queue_position and logs read one by one."""
+    """status_view, and status_view_async (the API's, on its loop), read what get, queue_position and logs
+    read one by one."""
     for with_logs in (True, False):
         view = store.status_view(job_id, with_logs)
         assert view.job == store.get(job_id)
         assert view.position == store.queue_position(job_id)
         assert view.logs == (store.logs(job_id) if with_logs else None)
+        assert async_status_view(store, job_id, with_logs) == view
+
+
+def async_status_view(store, job_id: str, with_logs: bool):
+    """status_view_async on a loop of its own, closed after (each call opens and closes its client)."""
+    async def read():
+        try:
+            return await store.status_view_async(job_id, with_logs)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
 
 
 def test_a_status_view_is_the_job_its_position_and_its_logs_read_together(store):
@@ -675,6 +689,7 @@ def test_a_status_view_is_the_job_its_position_and_its_logs_read_together(store)
     assert store.status_view(first.id, True).job.status is JobStatus.COMPLETED
     assert_status_view_agrees(store, first.id)
     assert store.status_view("missing", True) is None and store.status_view("missing", False) is None
+    assert async_status_view(store, "missing", True) is None
 
 
 def test_positions_depth_and_shares_stay_exact_over_a_long_queue(store, clock):

@@ -19,7 +19,9 @@ MAX_QUEUE_LENGTH_HELP = (
 )
 
 
-def admission(
+# `async def` though it awaits nothing: FastAPI runs a plain `def` dependency on the thread pool, one hop
+# per dependency per request.
+async def admission(
     fal_max_queue_length: Optional[int] = Query(default=None, ge=0, description=MAX_QUEUE_LENGTH_HELP),
     svc: Services = Depends(services),
 ) -> Admission:

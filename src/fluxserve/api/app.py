@@ -44,13 +44,14 @@ def create_app(
     proxy.install(app)  # outside the limits and metrics: the route it maps to is capped and counted as itself
     hosts.install(app)  # queue.<host> and rest.<host> paths, rewritten before /proxy and routing see them
     cors.install(app, api.cors_origins)  # outermost: every refusal above carries the CORS headers too
+    # Routes are matched in the order they are added: the queue's (what fal's clients poll) go first.
+    app.include_router(queue.router(), responses=COMMON)
     docs.install(app)
     playground.install(app)
     app.include_router(ops.router, responses=COMMON)
     app.include_router(usage.router, responses=COMMON)
     app.include_router(upload_routes.router, responses=COMMON)
     app.include_router(files.router, responses=COMMON)
-    app.include_router(queue.router(), responses=COMMON)
     app.include_router(run.router(), responses=COMMON)
     app.include_router(stream.router(), responses=COMMON)
     return app

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from fluxserve.api.deps import Services, services
+from fluxserve.api.deps import Services, services, services_of
 from fluxserve.core.accounts import KEY_PREFIX, hash_secret
 from fluxserve.core.errors import FluxserveError
 from fluxserve.core.jobs import Job
@@ -77,7 +77,10 @@ def why_refused(key_id: str) -> str:
     return INVALID_KEY if key_id.startswith(KEY_PREFIX) else FOREIGN_KEY
 
 
-async def caller(request: Request, svc: Services = Depends(services)) -> Caller:
+async def caller(request: Request) -> Caller:
+    # The services are taken from the request, not a sub-dependency: every route depends on this one, and
+    # each dependency FastAPI solves costs more CPU than a cached status read.
+    svc = services_of(request)
     if not svc.api.auth:
         return Caller(key_id=None, admin=True)
     header = request.headers.get("authorization")

@@ -40,7 +40,13 @@ class Services:
             object.__setattr__(self, "keys", KeyCache(self.store))
 
 
-def services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def services(request: Request) -> Services:
+    """The dependency. Async on purpose: FastAPI runs a plain `def` dependency on the thread pool, a hop that
+    cost more than the status read it served."""
     return request.app.state.services
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 
-from fluxserve.api.deps import services
+from fluxserve.api.deps import services_of
 from fluxserve.core.errors import InputError
 from fluxserve.core.jobs import PREVIEW_LEVEL, Job, JobStatus, LogLine, Priority, RequestOptions
 
@@ -90,7 +90,9 @@ def status_body(
 SECONDS = r"^\s*(0*[1-9][0-9]*(\.[0-9]*)?|0*\.0*[1-9][0-9]*)\s*$"
 
 
-def start_deadline(
+# The request dependencies below are `async def` though they await nothing: FastAPI runs a plain `def`
+# dependency on the thread pool, one hop per dependency per request.
+async def start_deadline(
     # Typed str, default None: the schema says "a string, optional", not "a string or null" (a header has no null).
     x_fal_request_timeout: str = Header(default=None, pattern=SECONDS),
     x_fal_request_start_timeout: str = Header(default=None, pattern=SECONDS),
@@ -112,7 +114,7 @@ def start_timeout(header: str | None) -> float | None:
     return seconds
 
 
-def queue_priority(
+async def queue_priority(
     x_fal_queue_priority: str = Header(
         default=None,
         description="normal (the default) or low: a low request runs once no normal one waits; "
@@ -132,7 +134,7 @@ def queue_priority(
 TRUE_VALUES = {"1", "true", "yes"}
 
 
-def request_options(
+async def request_options(
     x_fal_no_retry: str = Header(
         default=None,
         description="1, true or yes: a request whose worker dies fails (503 runner_disconnected) instead of "
@@ -177,7 +179,7 @@ def requested_lifetime(header: str | None, name: str = LIFECYCLE_HEADER) -> floa
     return float(seconds)
 
 
-def output_lifetime(
+async def output_lifetime(
     request: Request,
     x_fal_object_lifecycle_preference: str = Header(
         default=None,
@@ -189,5 +191,5 @@ def output_lifetime(
     not deleted."""
     seconds = requested_lifetime(x_fal_object_lifecycle_preference)
     if seconds is None:
-        seconds = services(request).api.output_retention_s or math.inf  # 0: the operator keeps them
+        seconds = services_of(request).api.output_retention_s or math.inf  # 0: the operator keeps them
     return None if seconds == math.inf else seconds

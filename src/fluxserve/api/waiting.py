@@ -15,8 +15,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from starlette.concurrency import run_in_threadpool
-
+from fluxserve.api import job_calls
 from fluxserve.core.jobs import Job
 from fluxserve.store.changes import Changes
 from fluxserve.store.protocols import JobQueue
@@ -112,7 +111,7 @@ async def wait_for_terminal(svc: Services, job_id: str, abandoned: asyncio.Event
     None once `abandoned` is set: nobody waits for the answer any more (the client hung up)."""
     with svc.changes.watch(job_id) as changes:
         while True:
-            job = await run_in_threadpool(svc.store.get, job_id)
+            job = await job_calls.read_job(svc, job_id)
             if job is not None and job.status.terminal:
                 return job
             if abandoned is not None and abandoned.is_set():

@@ -173,6 +173,7 @@ class ApiServer:
             self.app.state.services.changes.stop()
             self.dispatcher.stop()
             self.upkeep.stop()
+            await self.store.aclose()
             self.store.close()
 
     def request_stop(self) -> None:

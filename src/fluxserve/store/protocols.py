@@ -64,6 +64,13 @@ class JobQueue(Protocol):
         """The job, its queue_position() and (with_logs) its logs(), read together in one store call: a status
         poll costs one round trip, and the three agree with each other. None when there is no such job."""
 
+    async def status_view_async(self, job_id: str, with_logs: bool) -> StatusView | None:
+        """status_view, awaited on the API's event loop with no thread-pool hop (the hop cost more CPU than the
+        read): SQLite reads in place (local_reads), Redis through an asyncio client on one script."""
+
+    async def aclose(self) -> None:
+        """Close what status_view_async opened on the running loop (before close(), on that loop)."""
+
     def queue_position(self, job_id: str) -> int | None:
         """Jobs queued ahead of this one, or None when it is not queued."""
 

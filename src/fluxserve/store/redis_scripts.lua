@@ -92,6 +92,18 @@ if ARGV[4] ~= '' then
 end
 return 1
 
+-- script: status_view
+-- ARGV: ns, id, with_logs ('1' or ''). A status read in one command, atomic: {fields (HGETALL's flat list),
+-- rank (-1: not queued), logs (empty unless asked)}. Reads only.
+local ns, id = ARGV[1], ARGV[2]
+local fields = redis.call('HGETALL', ns .. 'job:' .. id)
+local rank = redis.call('ZRANK', ns .. 'queue', id) or -1
+local logs = {}
+if ARGV[3] == '1' then
+  logs = redis.call('LRANGE', ns .. 'logs:' .. id, 0, -1)
+end
+return {0, {fields, rank, logs}}
+
 -- script: candidates
 -- ARGV: ns, count. The first `count` queued jobs, each as {id, key_id, spec, start_deadline, priority}: one
 -- command instead of one HMGET per job (a pipeline of 256 of those cost a claim 29 ms at 10**5 queued).

@@ -194,6 +194,12 @@ class SQLiteJobStore:
 
         return self._conns.read_together(reads)
 
+    async def status_view_async(self, job_id: str, with_logs: bool) -> StatusView | None:
+        return self.status_view(job_id, with_logs)  # local_reads: in place, on the caller's loop
+
+    async def aclose(self) -> None:
+        """Nothing to close on the loop (status_view_async reads in place)."""
+
     def queue_position(self, job_id: str) -> int | None:
         """The queued jobs ahead of it: every one of higher priority, and the older ones of its own."""
         sql = f"SELECT {POSITION_OF_J} FROM jobs AS j WHERE id = ? AND status = 'queued'"

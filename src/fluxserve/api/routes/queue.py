@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api import admission, fal, job_calls
 from fluxserve.api.auth import Caller, caller, submitter
-from fluxserve.api.deps import Services, base_url, services
+from fluxserve.api.deps import Services, base_url, services, services_of
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint, operation_id
 from fluxserve.api.fal import output_lifetime, queue_priority, request_options, start_deadline
 from fluxserve.api.responses import NOT_FOUND, error
@@ -50,14 +50,13 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         base = base_url(request, svc)
         spec = dataclasses.replace(endpoint.to_spec(body, base, svc.api.max_pixels), output_ttl_s=lifetime)
         try:
-            job = await job_calls.submit(
+            job, position = await job_calls.submit_placed(
                 svc, endpoint.app_id, spec, deadline,
                 await checked_webhook_target(svc.webhook_targets, fal_webhook), who.key_id, admit, priority,
                 options,
             )
         except QueueFull as exc:
             return admission.refusal(exc, svc)
-        position = await run_in_threadpool(svc.store.queue_position, job.id)
         payload = {
             "status": "IN_QUEUE",
             **fal.request_urls(base, job),
@@ -77,12 +76,13 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
 
 async def visible(svc: Services, who: Caller, request_id: str) -> Job | None:
     """The job, or None when it does not exist or belongs to another key (both answer 404)."""
-    job = await run_in_threadpool(svc.store.get, request_id)
+    job = await job_calls.read_job(svc, request_id)
     return job if who.may_see(job) else None
 
 
-async def status(request_id: str, request: Request, logs: str = "0", svc: Services = Depends(services),
-                 who: Caller = Depends(caller)):  # fmt: skip
+async def status(request_id: str, request: Request, logs: str = "0", who: Caller = Depends(caller)):
+    # What fal's clients poll, several times a second per request: the fewest dependencies to solve.
+    svc = services_of(request)
     body = await job_calls.read_status(svc, who, request_id, base_url(request, svc), logs in TRUTHY)
     if body is None:
         return JSONResponse({"detail": "Request not found"}, status_code=404)
@@ -149,7 +149,7 @@ async def cancel(request_id: str, svc: Services = Depends(services), who: Caller
     headers = {fal.REQUEST_ID_HEADER: request_id}
     if await run_in_threadpool(svc.store.cancel, request_id):
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=headers)
-    if await run_in_threadpool(svc.store.get, request_id) is None:
+    if await job_calls.read_job(svc, request_id) is None:
         return JSONResponse({"status": "NOT_FOUND"}, status_code=404, headers=headers)
     return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400, headers=headers)
 

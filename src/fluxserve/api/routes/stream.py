@@ -20,7 +20,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from fluxserve.api import fal, job_calls
 from fluxserve.api.deps import Services, services
@@ -56,7 +55,7 @@ async def job_events(svc: Services, job: Job, gone: asyncio.Event) -> AsyncItera
     previews: list[str] = []  # the preview lines logged since the last step line: that step's images
     with svc.changes.watch(job.id, logs=True) as changes:
         while not gone.is_set():
-            view = await run_in_threadpool(svc.store.status_view, job.id, True)  # job and logs in one read
+            view = await svc.store.status_view_async(job.id, True)  # job and logs in one read
             if view is None:  # removed under us (retention): nothing more will come
                 return
             current, logs = view.job, view.logs or []

@@ -40,7 +40,9 @@ class InitiateUpload(BaseModel):
     file_name: str | None = None
 
 
-def upload_lifetime(
+# `async def` though it awaits nothing: FastAPI runs a plain `def` dependency on the thread pool, one hop
+# per dependency per request.
+async def upload_lifetime(
     x_fal_object_lifecycle: str = Header(default=None, description='JSON {"expiration_duration_seconds": N}: '
                                          "the file is deleted N seconds after it is stored, or at "
                                          "--upload-retention-hours if that comes first"),
