@@ -1,4 +1,4 @@
-"""A batch's log lines: one store write per denoising step for the whole batch (a stage's lines ride with the
+"""A batch's log lines: at most one store write per denoising step for the whole batch (a stage's lines ride with the
 next step's write, the last stages' with each job's end), and each job's logs end exactly as one write per
 line left them."""
 
@@ -48,7 +48,7 @@ class LastStagesEngine(FakeEngine):
         return [self.generate(spec) for spec in specs]
 
 
-def test_one_log_write_per_step_for_the_whole_batch(tmp_path):
+def test_at_most_one_log_write_per_step_for_the_whole_batch(tmp_path):
     store = CountingStore(SQLiteJobStore.open(tmp_path / "jobs.sqlite3"))
     engine = LastStagesEngine()
     worker = Worker(store, LocalBlobStore.open(tmp_path / "files"), engine,  # type: ignore[arg-type]
@@ -60,7 +60,10 @@ def test_one_log_write_per_step_for_the_whole_batch(tmp_path):
     assert worker.run_once()
     worker.drain()
     assert engine.batches == [2]
-    assert store.log_writes == STEPS + len(jobs), "one per step for both jobs, then one with each job's end"
+    # At most one per step for both jobs (off the engine's thread: steps reported while one is in flight go
+    # together in the next, and those not written when the call ends go with each job's end), then one with
+    # each job's end.
+    assert len(jobs) <= store.log_writes <= STEPS + len(jobs), store.log_writes
     for job in jobs:
         assert store.get(job.id).status is JobStatus.COMPLETED
         assert [line.message for line in store.logs(job.id)] == [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from fluxserve.core.errors import JobCancelled, StoreBusy
 from fluxserve.core.jobs import PREVIEW_LEVEL, Job, JobError, LogLine, step_message
 from fluxserve.store.protocols import JobQueue
+from fluxserve.worker.log_writer import LogWriter
 
 if TYPE_CHECKING:  # the type only: the worker never loads the engine package itself
     from fluxserve.engine.protocol import Generated
@@ -118,13 +120,21 @@ class Batch:
         return [line for job_id, line in self.unwritten if job_id == job.id]
 
 
+# How often, at most, the engine asks the store whether its jobs are still its own (cancelled, or requeued
+# after a lapsed lease). Each ask is a store read per job on the engine's thread: asking at every stage and
+# step cost a 20 ms sync run 3 ms. A GPU step (60-250 ms at 1024²) is longer than this, so a cancel still
+# stops the batch at its next step there; a cancel is noticed within max(one step, this interval).
+CHECK_INTERVAL_S = 0.05
+
+
 class BatchProgress:
     """The engine's Progress for a batch: log lines to each job, and stop once none of them is ours any more
     (a job cancelled alone in a batch of several is dropped when the batch ends).
 
-    One store write per step for the whole batch: a stage's lines (stamped when it starts) wait for the next
-    step's write, and those after the last step stay in `unwritten` for the job's end to carry (the delivery
-    writes them with its "store" line), so a job's logs end the same, in one write less per stage."""
+    At most one store write per step for the whole batch, made off the engine's thread (worker.log_writer): a
+    stage's lines (stamped when it starts) wait for the next step's write, and those after the last step, with
+    any the writer had not written yet, stay in `unwritten` for the job's end to carry (the delivery writes
+    them with its "store" line), so a job's logs end the same, in one write less per stage."""
 
     def __init__(
         self,
@@ -132,9 +142,15 @@ class BatchProgress:
         write_logs: Callable[[list[tuple[str, LogLine]]], None],
         is_ours: Callable[[Job], bool],
         clock: Callable[[], float],
+        check_interval_s: float = CHECK_INTERVAL_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
-        """jobs: those of the engine call, in the order of its specs (the rows of `previews` follow it)."""
+        """jobs: those of the engine call, in the order of its specs (the rows of `previews` follow it); they
+        were claimed just now, which counts as the first check."""
         self.jobs, self.write_logs, self.is_ours, self.clock = jobs, write_logs, is_ours, clock
+        self.check_interval_s, self.monotonic = check_interval_s, monotonic
+        self._checked_at = monotonic()
+        self._writer = LogWriter(write_logs)
         self.unwritten: list[tuple[str, LogLine]] = []
         # Each job's image rows in the engine's batch, fixed at the start (self.jobs shrinks on cancels).
         self.rows, at = {}, 0
@@ -155,15 +171,25 @@ class BatchProgress:
                     self.unwritten.append((job.id, preview))
             self.unwritten.append((job.id, LogLine(message=step_message(step, total), timestamp=now)))
         lines, self.unwritten = self.unwritten, []
-        self.write_logs(lines)
+        self._writer.put(lines)
         if step < total:
             self.check_still_ours()
+
+    def finish(self) -> list[tuple[str, LogLine]]:
+        """Once the engine call is over: the lines not written yet, in order (the writer's, then the last
+        stages'), for the jobs' ends to carry. Waits for the write in flight only."""
+        self.unwritten = self._writer.close() + self.unwritten
+        return self.unwritten
 
     def _add(self, message: str) -> None:
         now = self.clock()
         self.unwritten += [(job.id, LogLine(message=message, timestamp=now)) for job in self.jobs]
 
     def check_still_ours(self) -> None:
+        now = self.monotonic()
+        if now - self._checked_at < self.check_interval_s:
+            return
+        self._checked_at = now
         self.jobs = [job for job in self.jobs if self.is_ours(job)]
         if not self.jobs:
             raise JobCancelled("every job of the batch was cancelled")

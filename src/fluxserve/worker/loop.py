@@ -180,6 +180,19 @@ class Worker:
             self.stats.gpu_memory_bytes = self.engine.gpu_memory_bytes()
             self.store.report_worker(self.id, self._state.value, STATE_TTL_S, self.stats.snapshot())
 
+    def report_soon(self) -> None:
+        """report(), on a thread of its own, for the engine's thread never to wait for the store's write (a
+        round trip, an fsync on a durable store). The numbers are read when the write happens, so a write
+        that lands after a later one still carries the latest."""
+
+        def write() -> None:
+            try:
+                self.report()
+            except Exception:  # the next report, or the heartbeat, says it again
+                log.warning("worker state not reported", exc_info=True)
+
+        threading.Thread(target=write, name="report", daemon=True).start()
+
     def stop(self) -> None:
         """Idempotent, and never blocks (a signal handler calls it): the loop finishes the batch in flight and
         the jobs whose images are being fetched (within the fetch timeout), waits for their delivery, then
@@ -271,7 +284,7 @@ class Worker:
     def execute(self, batch: Batch) -> None:
         """One engine call decides each job's outcome; a suspect device leaves them all to their leases."""
         self.stats.busy = 1
-        self.report(WorkerState.READY)
+        self.report_soon()  # busy (the state is READY already: a late write must not undo a STOPPING)
         try:
             ready = self.prepare_inputs(batch)
             if ready:
@@ -282,7 +295,7 @@ class Worker:
                 try:
                     results = self.engine.generate_batch(specs, progress, [image for _, image in ready])
                 finally:
-                    batch.unwritten = progress.unwritten
+                    batch.unwritten = progress.finish()
                 sizes = [(image.width, image.height) for result in results for image in result.images]
                 self.stats.batch_ran(len(specs), results[0].timings, sizes)
                 for (job, _), result in zip(ready, results):
