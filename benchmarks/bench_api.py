@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -57,6 +57,9 @@ class Plan:
     # latency under load, where a saturation row's p99 is only its queue (clients ÷ throughput).
     submitters: int = 16
     submit_interval_s: float = 0.1
+    # The private redis-server's appendfsync: "always" (every write fsynced before its reply, in Redis' one
+    # thread: reads wait behind each fsync) or "everysec" (docs/deploy.md's).
+    redis_fsync: str = "always"
     feed_step_ms: float = 10.0  # the generating worker: 1-10-step jobs at this step time
     run_step_ms: float = 5.0  # the sync run's engine: run_steps steps at this step time, nothing else
     run_steps: int = 4
@@ -68,9 +71,9 @@ QUICK = Plan(duration_s=0.25, depths=(0, 100), runs=5)
 class Stack:
     """One store (a SQLite file or a private redis-server) with fluxserve API nodes and fake workers on it."""
 
-    def __init__(self, store: str, work: Path) -> None:
+    def __init__(self, store: str, work: Path, redis_fsync: str = "always") -> None:
         self.store, self.work = store, work
-        self.redis = RedisServer(work / "redis") if store == "redis" else None
+        self.redis = RedisServer(work / "redis", redis_fsync) if store == "redis" else None
         self.flags = ["--data-dir", str(work), "--model", str(work / "model"), "--tls-port", "0",
                       "--max-queue-length", "10000000"]  # fmt: skip
         if self.redis:
@@ -186,7 +189,7 @@ class Bench:
 
     def store(self, name: str) -> None:
         p = self.plan
-        stack = Stack(name, Path(tempfile.mkdtemp(prefix=f"bench-api-{name}-")))
+        stack = Stack(name, Path(tempfile.mkdtemp(prefix=f"bench-api-{name}-")), p.redis_fsync)
         try:
             with self.timed("start processes"):
                 stack.start_worker(p.run_step_ms, feed=0, wait=False)  # beside the API: startups add up
@@ -328,7 +331,8 @@ def markdown(report: dict) -> str:
     meta = report["meta"]
     lines = [f"`make bench-api` {meta['plan_name']}, {meta['started']}; {meta['machine']['cpus']} × "
              f"{meta['machine']['cpu_model']}, Python {meta['machine']['python']}; fluxserve from "
-             f"`{meta['source']}` at {meta['commit']}; {meta['seconds']:.0f} s.", "",
+             f"`{meta['source']}` at {meta['commit']}; Redis appendfsync {meta['plan']['redis_fsync']}; "
+             f"{meta['seconds']:.0f} s.", "",
              "| scenario | p50 ms | p95 ms | p99 ms | per s | ratio to ceiling | API CPU ms/req |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in report["rows"]:
@@ -360,8 +364,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCHMARKS / "results" / "api")
     parser.add_argument("--src", type=Path, default=None, help="run fluxserve from this source tree")
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
+    parser.add_argument("--redis-fsync", choices=("always", "everysec"), default=Plan.redis_fsync,
+                        help="the redis-server's appendfsync")  # fmt: skip
     args = parser.parse_args()
-    plan = QUICK if args.quick else Plan()
+    plan = replace(QUICK if args.quick else Plan(), redis_fsync=args.redis_fsync)
     tree = use_source_tree(args.src)
     started = time.time()
     bench = Bench(plan)

@@ -14,12 +14,15 @@ from tests.support.ports import free_port
 
 
 class RedisServer:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, appendfsync: str = "always") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed: run `make test` (scripts/install-redis.sh installs it)")
         self.binary, self.data_dir, self.port = binary, data_dir, free_port()
         self.process: subprocess.Popen | None = None
+        # always (the default): an acknowledged write survives a restart, which the kill test relies on.
+        # everysec: what docs/deploy.md runs (at most ~1 s of writes lost if the machine itself fails).
+        self.appendfsync = appendfsync
 
     @property
     def url(self) -> str:
@@ -27,10 +30,9 @@ class RedisServer:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        # appendfsync always: an acknowledged write survives a restart, which the kill test relies on.
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no"],
+             "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "", "--protected-mode", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
