@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import FastAPI
 
 import fluxserve
-from fluxserve.api import body_limits, cors, errors, hosts, rate_limit, security_headers
+from fluxserve.api import body_limits, cors, errors, hosts, openai_errors, rate_limit, security_headers
 from fluxserve.api.deps import Services
 from fluxserve.api.responses import COMMON
-from fluxserve.api.routes import docs, files, metrics, ops, playground, proxy, queue, run, stream, usage
+from fluxserve.api.routes import docs, files, metrics, openai, ops, playground, proxy, queue, run, stream, usage
 from fluxserve.api.routes import uploads as upload_routes
 from fluxserve.api.waiting import ChangeFeed
 from fluxserve.blobs.base import BlobStore
@@ -38,6 +38,7 @@ def create_app(
     app.state.uploads = uploads
     errors.install(app)
     body_limits.install(app, api)  # innermost middleware: its 413s and 422s are counted and get headers
+    openai_errors.install(app)  # /v1's refusals in OpenAI's shape (body_limits' too), counted as sent
     rate_limit.install(app)
     security_headers.install(app)
     metrics.install(app, store)
@@ -54,4 +55,5 @@ def create_app(
     app.include_router(files.router, responses=COMMON)
     app.include_router(run.router(), responses=COMMON)
     app.include_router(stream.router(), responses=COMMON)
+    app.include_router(openai.router())
     return app

@@ -8,7 +8,9 @@ to their route.
 The caps, from ApiSettings:
 - the generation endpoints and every other JSON route: max_body_bytes;
 - an endpoint that takes image_url: max_body_bytes plus a base64 data: URI of max_upload_bytes;
-- the upload routes of routes/storage.py (raw bytes): max_upload_bytes.
+- the upload routes of routes/storage.py (raw bytes): max_upload_bytes;
+- OpenAI's /v1/images/generations: max_body_bytes, its prompt capped like fal's; /v1/images/variations
+  (multipart): max_upload_bytes plus max_body_bytes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ UPLOAD_PATH = "/files/upload"
 UPLOAD_PREFIX = "/storage/upload/"
 NOT_AN_UPLOAD = "/storage/upload/initiate"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# The OpenAI Images routes (api/routes/openai.py).
+OPENAI_GENERATIONS = "/v1/images/generations"
+OPENAI_VARIATIONS = "/v1/images/variations"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,11 @@ class RouteLimits:
                 max_bytes += base64_length(api.max_upload_bytes)
             rule = Rule(max_bytes, JsonLimits(api.max_json_depth, api.max_json_items, checks))
             routes[f"/{endpoint.app_id}"] = routes[f"/queue/{endpoint.app_id}"] = rule
+        prompt = {"prompt": json_limits.max_chars(api.max_prompt_length)}
+        routes[OPENAI_GENERATIONS] = Rule(api.max_body_bytes, JsonLimits(api.max_json_depth, api.max_json_items,
+                                                                          prompt))  # fmt: skip
+        # multipart: the image and a few small fields, streamed to the route under the cap
+        routes[OPENAI_VARIATIONS] = Rule(api.max_upload_bytes + api.max_body_bytes, None)
         return cls(routes, uploads=Rule(api.max_upload_bytes, None), default=Rule(api.max_body_bytes, plain))
 
 

@@ -24,11 +24,15 @@ def draw_seed() -> int:
 
 
 def resolve_size(image_size: object, max_pixels: int) -> tuple[int, int]:
-    width, height = sizing.resolve(*requested_size(image_size))  # type: ignore[arg-type]
+    return capped_size(*requested_size(image_size), max_pixels)  # type: ignore[arg-type]
+
+
+def capped_size(width: int, height: int, max_pixels: int, field: str = "image_size") -> tuple[int, int]:
+    """The size FLUX draws for a requested one, refused (naming `field`) over the server's pixel cap."""
+    width, height = sizing.resolve(width, height)
     if width * height > max_pixels:
         raise InputError(
-            "image_size",
-            f"{width}x{height} is {width * height} pixels; this server allows at most {max_pixels} per image",
+            field, f"{width}x{height} is {width * height} pixels; this server allows at most {max_pixels} per image"
         )
     return width, height
 

@@ -61,7 +61,7 @@ class GenerationSpec:
     num_images: int
     guidance_scale: float
     enable_safety_checker: bool
-    output_format: str  # "jpeg" | "png"
+    output_format: str  # "jpeg" | "png" | "webp" (webp: the OpenAI routes only; fal's schema has two)
     sync_mode: bool
     acceleration: str
     # Where the API was reached, so stored image URLs point back at it.
@@ -74,6 +74,8 @@ class GenerationSpec:
     # Seconds each stored image lives (X-Fal-Object-Lifecycle-Preference, else the server's default); None:
     # kept until deleted. Not part of batch_key: jobs with different lifetimes still share a pipeline call.
     output_ttl_s: float | None = None
+    # JPEG and WebP quality, 0-100 (OpenAI's output_compression); None: the encoder's default (95).
+    output_quality: int | None = None
 
     @property
     def image_seeds(self) -> list[int]:

@@ -1,4 +1,4 @@
-"""A job's images -> the bytes fal returns (jpeg or png) -> blobs (data URIs in sync_mode) -> fal's output."""
+"""A job's images -> the bytes fal returns (jpeg or png; webp for the OpenAI routes) -> blobs (data URIs in sync_mode) -> fal's output."""
 
 from __future__ import annotations
 
@@ -14,15 +14,18 @@ from fluxserve.core.jobs import GenerationSpec
 if TYPE_CHECKING:  # the type only: the worker never loads the engine package itself
     from fluxserve.engine.protocol import Generated
 
-CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
-EXTENSIONS = {"jpeg": "jpg", "png": "png"}
+CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 JPEG_QUALITY = 95
 
 
-def encode(image: Any, output_format: str) -> bytes:
+def encode(image: Any, output_format: str, quality: int | None = None) -> bytes:
+    """quality: JPEG and WebP's, 0-100 (None: JPEG_QUALITY); PNG is lossless."""
     buffer = io.BytesIO()
     if output_format == "jpeg":
-        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY if quality is None else quality)
+    elif output_format == "webp":
+        image.convert("RGB").save(buffer, format="WEBP", quality=JPEG_QUALITY if quality is None else quality)
     elif output_format == "png":
         image.save(buffer, format="PNG")
     else:
@@ -49,7 +52,7 @@ def build_output(
 
 
 def store_image(spec: GenerationSpec, image: Any, blobs: BlobStore, blob_keys: list[str]) -> dict[str, Any]:
-    data = encode(image, spec.output_format)
+    data = encode(image, spec.output_format, spec.output_quality)
     content_type = CONTENT_TYPES[spec.output_format]
     if spec.sync_mode:
         url = data_uri(data, content_type)  # sync_mode: nothing is stored

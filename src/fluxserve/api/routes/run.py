@@ -69,15 +69,9 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
     ) -> JSONResponse:
         if isinstance(job, JSONResponse):
             return job
-        try:
-            async with hang_up(request) as gone:
-                done = await waiting.wait_for_terminal(svc, job.id, gone)
-        except asyncio.CancelledError:  # the server dropped this request (its client went away, or shutdown)
-            await job_calls.abandon(svc, job.id)
-            raise
-        if done is None:
-            await job_calls.abandon(svc, job.id)
-            return JSONResponse(ABANDONED, status_code=499)
+        done = await wait_for_end(request, svc, job)
+        if isinstance(done, JSONResponse):
+            return done
         await job_calls.forget_if_handed_out_once(svc, done)
         return fal.result_response(done)
 
@@ -91,6 +85,20 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         tags=["run"],
         responses={504: error("Not started within X-Fal-Request-Timeout (fal's user timeout)")},
     )
+
+
+async def wait_for_end(request: Request, svc: Services, job: Job) -> Job | JSONResponse:
+    """The job once it ended; cancelled, and a 499, if the client hangs up first (also the OpenAI routes')."""
+    try:
+        async with hang_up(request) as gone:
+            done = await waiting.wait_for_terminal(svc, job.id, gone)
+    except asyncio.CancelledError:  # the server dropped this request (its client went away, or shutdown)
+        await job_calls.abandon(svc, job.id)
+        raise
+    if done is None:
+        await job_calls.abandon(svc, job.id)
+        return JSONResponse(ABANDONED, status_code=499)
+    return done
 
 
 @contextlib.asynccontextmanager
