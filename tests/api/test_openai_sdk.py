@@ -1,6 +1,6 @@
-"""OpenAI's Images API through the real `openai` SDK (sync and async), its base_url pointed at a live fluxserve:
-generations as URLs and as base64, sizes rounded to what FLUX draws and reported back, the formats, fal's
-extensions, variations (Redux), edits refused, /v1/models, and every refusal raised as the SDK's typed error
+"""OpenAI's Images API through the real `openai` SDK (sync and async), its base_url pointed at a live
+fluxserve: generations as URLs and as base64, sizes rounded to what FLUX draws and reported back, the
+formats, fal's extensions, variations (Redux), edits refused, /v1/models, and every refusal raised as the SDK's typed error
 naming the field. Auth, usage and the safety checker are the fal routes' own."""
 
 from __future__ import annotations
@@ -73,11 +73,23 @@ def test_generate_b64_json_in_each_format_with_fal_extensions(server):
         image = decoded(result.data[0].b64_json)
         assert image.format == pil_format and image.size == (256, 256) and result.data[0].url is None
         assert result.output_format == output_format and result.model_extra["seed"] == 7
-    again = client.images.generate(prompt="a lighthouse", size="256x256", response_format="b64_json",
-                                   output_format="png", extra_body={"seed": 7, "num_inference_steps": 2})
-    first = client.images.generate(prompt="a lighthouse", size="256x256", response_format="b64_json",
-                                   output_format="png", extra_body={"seed": 7, "num_inference_steps": 2})
-    assert decoded(again.data[0].b64_json).tobytes() == decoded(first.data[0].b64_json).tobytes(), "seeds reproduce"
+    again = client.images.generate(
+        prompt="a lighthouse",
+        size="256x256",
+        response_format="b64_json",
+        output_format="png",
+        extra_body={"seed": 7, "num_inference_steps": 2},
+    )
+    first = client.images.generate(
+        prompt="a lighthouse",
+        size="256x256",
+        response_format="b64_json",
+        output_format="png",
+        extra_body={"seed": 7, "num_inference_steps": 2},
+    )
+    assert decoded(again.data[0].b64_json).tobytes() == decoded(first.data[0].b64_json).tobytes(), (
+        "seeds reproduce"
+    )
 
 
 def test_the_async_client_generates_too(server):
@@ -99,15 +111,20 @@ def test_quality_and_style_are_accepted_as_the_sdk_sends_them(server, fake_engin
     assert [spec.num_inference_steps for spec in engine.calls[-2:]] == [2, 4]
 
 
-@pytest.mark.parametrize(("kwargs", "param"), [
-    ({"n": 5}, "n"),
-    ({"size": "big"}, "size"),
-    ({"size": "99999x99999"}, "size"),
-    ({"background": "transparent"}, "background"),
-    ({"output_format": "gif"}, "output_format"),
-    ({"extra_body": {"cfg_scale": 7}}, "cfg_scale"),
-    ({"extra_body": {"num_inference_steps": 40}}, "num_inference_steps"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"n": 5}, "n"),
+        ({"size": "big"}, "size"),
+        ({"size": "99999x99999"}, "size"),
+        ({"background": "transparent"}, "background"),
+        ({"output_format": "gif"}, "output_format"),
+        ({"extra_body": {"cfg_scale": 7}}, "cfg_scale"),
+        ({"extra_body": {"num_inference_steps": 40}}, "num_inference_steps"),
+        ({"extra_body": {"partial_images": False}}, "partial_images"),
+        ({"extra_body": {"stream": True}}, "stream"),
+    ],
+)
 def test_refusals_are_the_sdks_bad_request_errors_naming_the_field(server, kwargs, param):
     with pytest.raises(openai.BadRequestError) as refused:
         sdk(server).images.generate(prompt="x", **kwargs)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def run_snippet(kind: str, code: str, folder: Path) -> str:
     """A snippet as a user runs it: a file beside an input.png, FAL_KEY in the environment."""
     folder.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (64, 64), (200, 30, 30)).save(folder / "input.png")
-    if kind == "python":
+    if kind in ("python", "openai"):
         command = [sys.executable, "snippet.py"]
     else:
         (folder / "node_modules").symlink_to(ROOT / "tests" / "js" / "node_modules")
@@ -78,10 +79,22 @@ def test_playground_in_chromium(redux_server, tmp_path):
     assert seen["docsFetchedSpec"], "Swagger UI ran under its CSP and fetched /openapi.json"
     assert seen["cspViolations"] == [], "the playground and /docs run within their own policies"
     assert screenshot.stat().st_size > 10_000
+    assert set(seen["snippets"]) == {"python", "javascript", "openai"}
     for kind, code in seen["snippets"].items():
-        assert '"https://rest.fal.ai/"' in code or "REST_URL" in code, "storage points here too"
+        assert kind == "openai" or '"https://rest.fal.ai/"' in code or "REST_URL" in code, "storage points here"
         assert "'seed': 7" in (out := run_snippet(kind, code, tmp_path / kind)) or '"seed":7' in out
+    assert f'base_url="{fake_server.url}/v1"' in seen["snippets"]["openai"]
     for kind, code in seen["reduxSnippets"].items():
         assert "upload" in code and "/files/picked.png" not in code
         out = run_snippet(kind, code, tmp_path / f"redux-{kind}")
-        assert "'images'" in out or '"images"' in out
+        assert "'images'" in out or '"images"' in out or (kind == "openai" and '"data":[{' in out)
+
+
+def test_the_playgrounds_openai_sizes_are_fals_presets():
+    """The OpenAI snippet writes fal's presets as WIDTHxHEIGHT: the same table as core/sizing.py's."""
+    from fluxserve.core.sizing import PRESETS
+
+    text = (ROOT / "src" / "fluxserve" / "api" / "static" / "playground.js").read_text()
+    table = text.split("const OPENAI_SIZES = {", 1)[1].split("};", 1)[0]
+    sizes = dict(re.findall(r'(\w+): "(\d+x\d+)"', table))
+    assert sizes == {name: f"{w}x{h}" for name, (w, h) in PRESETS.items()}

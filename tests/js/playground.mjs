@@ -39,7 +39,7 @@ try {
   observed.snippet = await page.textContent("#snippet");
   const snippets = async () => {
     const text = {};
-    for (const kind of ["python", "javascript"]) {
+    for (const kind of ["python", "javascript", "openai"]) {
       await page.click(`#snippet-tabs button:text-is("${kind}")`);
       text[kind] = await page.textContent("#snippet");
     }

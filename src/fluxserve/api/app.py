@@ -10,7 +10,19 @@ import fluxserve
 from fluxserve.api import body_limits, cors, errors, hosts, openai_errors, rate_limit, security_headers
 from fluxserve.api.deps import Services
 from fluxserve.api.responses import COMMON
-from fluxserve.api.routes import docs, files, metrics, openai, ops, playground, proxy, queue, run, stream, usage
+from fluxserve.api.routes import (
+    docs,
+    files,
+    metrics,
+    openai,
+    ops,
+    playground,
+    proxy,
+    queue,
+    run,
+    stream,
+    usage,
+)
 from fluxserve.api.routes import uploads as upload_routes
 from fluxserve.api.waiting import ChangeFeed
 from fluxserve.blobs.base import BlobStore

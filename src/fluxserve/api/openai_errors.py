@@ -17,20 +17,31 @@ from fluxserve.api.body_limits import Message, Receive, Scope, Send
 PREFIX = "/v1/"
 # fal's error_type -> OpenAI's (status, code), where they differ from "same status, code = error_type".
 KIND_STATUS = {"model_not_found": 404}
-CODES_BY_STATUS = {401: "invalid_api_key", 404: "not_found", 413: "request_too_large", 429: "rate_limit_exceeded",
-                   503: "service_unavailable"}  # fmt: skip
+CODES_BY_STATUS = {
+    401: "invalid_api_key",
+    404: "not_found",
+    413: "request_too_large",
+    429: "rate_limit_exceeded",
+    503: "service_unavailable",
+}
 # FastAPI/pydantic error types -> OpenAI's codes.
 VALIDATION_CODES = {"extra_forbidden": "unknown_parameter", "missing": "missing_required_parameter"}
 
 
-def error_body(message: str, status: int, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    kind = "server_error" if status >= 500 else "rate_limit_error" if status == 429 else "invalid_request_error"
+def error_body(
+    message: str, status: int, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    kind = (
+        "server_error" if status >= 500 else "rate_limit_error" if status == 429 else "invalid_request_error"
+    )
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def param_of(loc: list[Any]) -> str | None:
     """["body", "size"] -> "size"; ["body", "image_size", "width"] -> "image_size.width"."""
-    parts = [str(part) for part in loc[1:]] if loc and loc[0] in ("body", "query", "header") else map(str, loc)
+    parts = (
+        [str(part) for part in loc[1:]] if loc and loc[0] in ("body", "query", "header") else map(str, loc)
+    )
     return ".".join(parts) or None
 
 
@@ -93,7 +104,9 @@ async def send_translated(send: Send, start: Message, raw: bytes) -> None:
         body = {"detail": raw.decode("utf-8", "replace")[:300]}
     status, shaped = translated(start["status"], body)
     data = json.dumps(shaped).encode()
-    kept = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
+    kept = [
+        (k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")
+    ]
     headers = [*kept, (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from fluxserve.api.schemas import AccelerationField, EnableSafetyChecker, Seed
 
@@ -85,10 +85,11 @@ class ImageGenerationRequest(BaseModel):
     moderation: Optional[Literal["auto", "low"]] = Field(
         default=None, description="Accepted, no effect: enable_safety_checker decides."
     )
-    stream: Optional[Literal[False]] = Field(
+    # Strict types: a lax Literal[False] takes 0 and Literal[0] takes false (they compare equal).
+    stream: Optional[StrictBool] = Field(
         default=None, description="false only: partial images are not streamed here (fal's /stream does)."
     )
-    partial_images: Optional[Literal[0]] = Field(default=None, description="0 only (see stream).")
+    partial_images: Optional[StrictInt] = Field(default=None, ge=0, le=0, description="0 only (see stream).")
     user: Optional[StrictStr] = Field(default=None, max_length=256, description="Accepted, not stored.")
     safety_identifier: Optional[StrictStr] = Field(default=None, max_length=256,
                                                    description="Accepted, not stored.")  # fmt: skip
@@ -106,6 +107,13 @@ class ImageGenerationRequest(BaseModel):
         if not prompt.strip():
             raise ValueError("prompt must not be empty")
         return prompt
+
+    @field_validator("stream")
+    @classmethod
+    def _no_stream(cls, stream: bool | None) -> bool | None:
+        if stream:
+            raise ValueError("streaming is not supported here: send false, or use fal's /stream route")
+        return stream
 
     def steps(self) -> int:
         if self.num_inference_steps is not None:

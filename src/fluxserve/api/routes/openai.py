@@ -9,7 +9,6 @@ it). Refusals are translated into OpenAI's error shape at the edge (api/openai_e
 
 import base64
 import dataclasses
-import time
 from typing import Optional
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -43,15 +42,21 @@ TEXT_APP, REDUX_APP = "fal-ai/flux/schnell", "fal-ai/flux/schnell/redux"
 GUIDANCE = 3.5
 # Unix time the model entry says it was created: FLUX.1 [schnell]'s release, 2024-08-01.
 MODEL_CREATED = 1722470400
-REFUSED = {code: {"model": ErrorResponse, "description": text} for code, text in (
-    (400, "Invalid request: `param` names the field"), (401, "Missing or invalid key"),
-    (404, "No such model"), (429, "Rate limited or the queue is full"), (500, "The generation failed"))}  # fmt: skip
+REFUSED_WHEN = (
+    (400, "Invalid request: `param` names the field"),
+    (401, "Missing or invalid key"),
+    (404, "No such model"),
+    (429, "Rate limited or the queue is full"),
+    (500, "The generation failed"),
+)
+REFUSED = {code: {"model": ErrorResponse, "description": text} for code, text in REFUSED_WHEN}
 
 
 def check_model(model: Optional[str]) -> None:
     if model is not None and model != MODEL_ID:
-        raise InputError("model", f"The model `{model}` does not exist on this server; it serves `{MODEL_ID}` "
-                                  "(GET /v1/models)", kind="model_not_found")  # fmt: skip
+        served = f"it serves `{MODEL_ID}` (GET /v1/models)"
+        message = f"The model `{model}` does not exist on this server; {served}"
+        raise InputError("model", message, kind="model_not_found")
 
 
 def parse_size(size: Optional[str], max_pixels: int) -> tuple[int, int]:
@@ -64,7 +69,8 @@ def parse_size(size: Optional[str], max_pixels: int) -> tuple[int, int]:
 def new_spec(svc: Services, request: Request, **fields: object) -> GenerationSpec:
     base = base_url(request, svc)
     retention = svc.api.output_retention_s or None  # 0: kept until deleted, as fal's routes keep them
-    return dataclasses.replace(GenerationSpec(base_url=base, **fields), output_ttl_s=retention)  # type: ignore[arg-type]
+    spec = GenerationSpec(base_url=base, **fields)  # type: ignore[arg-type]
+    return dataclasses.replace(spec, output_ttl_s=retention)
 
 
 async def run_job(svc: Services, request: Request, who: Caller, app_id: str, spec: GenerationSpec
@@ -100,7 +106,9 @@ def images_response(job: Job, response_format: ResponseFormat, extra: dict) -> J
     first = output["images"][0]
     body = ImagesResponse(created=int(job.created_at), data=data, size=f"{first['width']}x{first['height']}",
                           seed=output["seed"], **extra)  # fmt: skip
-    return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers={fal.REQUEST_ID_HEADER: job.id})
+    return JSONResponse(
+        body.model_dump(mode="json", exclude_none=True), headers={fal.REQUEST_ID_HEADER: job.id}
+    )
 
 
 async def generations(body: ImageGenerationRequest, request: Request, svc: Services = Depends(services),
@@ -127,7 +135,9 @@ async def generations(body: ImageGenerationRequest, request: Request, svc: Servi
 
 async def variations(
     request: Request,
-    image: UploadFile = File(description="The image to vary (PNG, JPEG, WebP or GIF; the server's upload cap)."),
+    image: UploadFile = File(
+        description="The image to vary (PNG, JPEG, WebP or GIF; the server's upload cap)."
+    ),
     model: Optional[str] = Form(default=None),
     n: int = Form(default=1, ge=1, le=4),
     size: str = Form(default=DEFAULT_SIZE, pattern=r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$"),
@@ -161,8 +171,10 @@ async def variations(
 
 
 async def edits(who: Caller = Depends(caller)):
-    message = ("Image edits are not supported: FLUX.1 [schnell] generates from text, and Redux varies an "
-               "image without a prompt or mask. Use /v1/images/generations or /v1/images/variations")  # fmt: skip
+    message = (
+        "Image edits are not supported: FLUX.1 [schnell] generates from text, and Redux varies an image "
+        "without a prompt or mask. Use /v1/images/generations or /v1/images/variations"
+    )
     return JSONResponse(error_body(message, 400, None, "unsupported_operation"), status_code=400)
 
 
@@ -181,14 +193,14 @@ async def get_model(model_id: str, who: Caller = Depends(caller)) -> Model:
 
 def router() -> APIRouter:
     r = APIRouter(prefix="/v1", tags=["openai"], responses=REFUSED)  # type: ignore[arg-type]
-    r.add_api_route("/images/generations", generations, methods=["POST"], response_model=ImagesResponse,
-                    summary="OpenAI Images: generate", operation_id="openai_images_generations")  # fmt: skip
-    r.add_api_route("/images/variations", variations, methods=["POST"], response_model=ImagesResponse,
-                    summary="OpenAI Images: variations (Redux)", operation_id="openai_images_variations")  # fmt: skip
-    r.add_api_route("/images/edits", edits, methods=["POST"], summary="OpenAI Images: edits (not supported)",
-                    operation_id="openai_images_edits", response_model=ErrorResponse)  # fmt: skip
-    r.add_api_route("/models", list_models, methods=["GET"], response_model=ModelList, summary="OpenAI: models",
-                    operation_id="openai_models")  # fmt: skip
-    r.add_api_route("/models/{model_id:path}", get_model, methods=["GET"], response_model=Model,
-                    summary="OpenAI: one model", operation_id="openai_model")  # fmt: skip
+    routes = (
+        ("/images/generations", generations, "POST", ImagesResponse, "generate", "openai_images_generations"),
+        ("/images/variations", variations, "POST", ImagesResponse, "variations", "openai_images_variations"),
+        ("/images/edits", edits, "POST", ErrorResponse, "edits (not supported)", "openai_images_edits"),
+        ("/models", list_models, "GET", ModelList, "the models", "openai_models"),
+        ("/models/{model_id:path}", get_model, "GET", Model, "one model", "openai_model"),
+    )
+    for path, handler, method, model, summary, operation_id in routes:
+        r.add_api_route(path, handler, methods=[method], response_model=model, summary=f"OpenAI: {summary}",
+                        operation_id=operation_id)  # fmt: skip
     return r

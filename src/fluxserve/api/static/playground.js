@@ -277,9 +277,41 @@ function renderSnippet() {
     `const result = await fal.subscribe("${current}", { input, logs: true });`,
     "console.log(JSON.stringify(result.data));",
   ];
+  const openai = openaiSnippet(form, uploaded, origin);
   const curl = `curl -s ${origin}/${current} \\\n  -H "Authorization: Key $FAL_KEY" \\\n  -H 'Content-Type: application/json' \\\n  -d '${JSON.stringify(readFormSafe(), null, 2)}'`;
-  const snippets = { curl, python: python.join("\n"), javascript: javascript.join("\n") };
+  const snippets = { curl, python: python.join("\n"), javascript: javascript.join("\n"), openai };
   $("snippet").textContent = snippets[snippetKind];
+}
+
+// fal's size presets as OpenAI's WIDTHxHEIGHT (core/sizing.py PRESETS; tests/api/test_playground.py checks).
+const OPENAI_SIZES = {
+  square_hd: "1024x1024", square: "512x512", portrait_4_3: "768x1024", portrait_16_9: "576x1024",
+  landscape_4_3: "1024x768", landscape_16_9: "1024x576",
+};
+
+// The same request through the OpenAI SDK and fluxserve's /v1 routes: fal's parameters OpenAI has no name for
+// travel under fal's names in extra_body; Redux is a variation of the image file.
+function openaiSnippet(form, uploaded, origin) {
+  const size = typeof form.image_size === "object" ? `${form.image_size.width}x${form.image_size.height}` : OPENAI_SIZES[form.image_size] ?? "1024x1024";
+  const head = [
+    "# pip install openai; api_key: your fluxserve key (any value while auth is off)",
+    "import os",
+    "from openai import OpenAI",
+    `client = OpenAI(base_url="${origin}/v1", api_key=os.environ.get("FAL_KEY", "anything"))`,
+  ];
+  if (current.endsWith("/redux")) {
+    return [...head,
+      "# the picked image, uploaded as the multipart `image` (a local file; any URL needs fal's routes)",
+      ...(uploaded ? [] : ["# (image_url is fal's: save that image as input.png)"]),
+      `result = client.images.create_variation(image=open("input.png", "rb"), n=${form.num_images ?? 1}, size="${size}")`,
+      "print(result.model_dump_json())"].join("\n");
+  }
+  const extra = {};
+  for (const name of ["seed", "num_inference_steps", "acceleration", "enable_safety_checker"]) if (name in form) extra[name] = form[name];
+  return [...head,
+    `result = client.images.generate(prompt=${pyLiteral(form.prompt ?? "")}, n=${form.num_images ?? 1}, size="${size}",`,
+    `                                output_format="${form.output_format ?? "jpeg"}", extra_body=${pyLiteral(extra)})`,
+    "print(result.model_dump_json())"].join("\n");
 }
 
 function readFormSafe() { try { return readForm(); } catch (e) { return {}; } }
@@ -295,7 +327,7 @@ async function main() {
     b.onclick = () => { current = app; buildForm(); };
     nav.appendChild(b);
   }
-  for (const kind of ["curl", "python", "javascript"]) {
+  for (const kind of ["curl", "python", "javascript", "openai"]) {
     const b = document.createElement("button");
     b.textContent = kind;
     b.onclick = () => { snippetKind = kind; renderSnippet(); };
