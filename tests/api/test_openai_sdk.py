@@ -1,7 +1,7 @@
 """OpenAI's Images API through the real `openai` SDK (sync and async), its base_url pointed at a live
 fluxserve: generations as URLs and as base64, sizes rounded to what FLUX draws and reported back, the
-formats, fal's extensions, variations (Redux), edits refused, /v1/models, and every refusal raised as the SDK's typed error
-naming the field. Auth, usage and the safety checker are the fal routes' own."""
+formats, fal's extensions, variations (Redux), edits refused, /v1/models, and every refusal raised as the
+SDK's typed error naming the field. Auth, usage and the safety checker are the fal routes' own."""
 
 from __future__ import annotations
 
