@@ -65,31 +65,18 @@ def test_generate_urls_sized_as_drawn_and_downloadable(server):
 
 
 def test_generate_b64_json_in_each_format_with_fal_extensions(server):
-    client = sdk(server)
+    def generated(output_format: str, **kwargs):
+        return sdk(server).images.generate(prompt="a lighthouse", size="256x256", response_format="b64_json",
+                                           output_format=output_format, **kwargs,
+                                           extra_body={"seed": 7, "num_inference_steps": 2})  # fmt: skip
+
     for output_format, pil_format in (("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")):
-        result = client.images.generate(prompt="a lighthouse", size="256x256", response_format="b64_json",
-                                        output_format=output_format, output_compression=80,
-                                        extra_body={"seed": 7, "num_inference_steps": 2})  # fmt: skip
+        result = generated(output_format, output_compression=80)
         image = decoded(result.data[0].b64_json)
         assert image.format == pil_format and image.size == (256, 256) and result.data[0].url is None
         assert result.output_format == output_format and result.model_extra["seed"] == 7
-    again = client.images.generate(
-        prompt="a lighthouse",
-        size="256x256",
-        response_format="b64_json",
-        output_format="png",
-        extra_body={"seed": 7, "num_inference_steps": 2},
-    )
-    first = client.images.generate(
-        prompt="a lighthouse",
-        size="256x256",
-        response_format="b64_json",
-        output_format="png",
-        extra_body={"seed": 7, "num_inference_steps": 2},
-    )
-    assert decoded(again.data[0].b64_json).tobytes() == decoded(first.data[0].b64_json).tobytes(), (
-        "seeds reproduce"
-    )
+    first, again = (decoded(generated("png").data[0].b64_json) for _ in range(2))
+    assert first.tobytes() == again.tobytes(), "seeds reproduce"
 
 
 def test_the_async_client_generates_too(server):

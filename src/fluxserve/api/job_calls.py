@@ -17,47 +17,38 @@ from fluxserve.core.jobs import GenerationSpec, Job, JobStatus, Priority, Reques
 from fluxserve.store.protocols import Admission
 
 
-async def submit(
-    svc: Services,
+def new_job(
     app_id: str,
     spec: GenerationSpec,
     start_timeout_s: float | None = None,
     webhook_url: str | None = None,
     key_id: str | None = None,
-    admission: Admission | None = None,
     priority: Priority = Priority.NORMAL,
     options: RequestOptions = RequestOptions(),
 ) -> Job:
-    """Raises store.protocols.QueueFull (nothing stored) when the job does not fit under `admission`."""
-    job, _ = await submit_placed(svc, app_id, spec, start_timeout_s, webhook_url, key_id, admission, priority,
-                                 options, with_position=False)  # fmt: skip
-    return job
-
-
-async def submit_placed(
-    svc: Services,
-    app_id: str,
-    spec: GenerationSpec,
-    start_timeout_s: float | None = None,
-    webhook_url: str | None = None,
-    key_id: str | None = None,
-    admission: Admission | None = None,
-    priority: Priority = Priority.NORMAL,
-    options: RequestOptions = RequestOptions(),
-    with_position: bool = True,
-) -> tuple[Job, int | None]:
-    """submit, and the job's queue position read right after in the same thread-pool hop (fal's submit answer
-    carries it; a second hop cost a quarter of the submit's CPU)."""
     job = Job(id=new_job_id(), app=app_id, spec=spec, webhook_url=webhook_url, key_id=key_id,
               priority=priority, options=options)  # fmt: skip
     if start_timeout_s is not None:
         job.start_deadline = job.created_at + start_timeout_s
+    return job
+
+
+async def submit(svc: Services, job: Job, admission: Admission | None = None) -> Job:
+    """Store a new_job. Raises store.protocols.QueueFull (nothing stored) when it does not fit under
+    `admission`."""
+    await run_in_threadpool(svc.store.submit, job, admission)
+    return job
+
+
+async def submit_placed(svc: Services, job: Job, admission: Admission | None = None) -> int | None:
+    """submit, and the job's queue position read right after in the same thread-pool hop (fal's submit answer
+    carries it; a second hop cost a quarter of the submit's CPU)."""
 
     def store_it() -> int | None:
         svc.store.submit(job, admission)
-        return svc.store.queue_position(job.id) if with_position else None
+        return svc.store.queue_position(job.id)
 
-    return job, await run_in_threadpool(store_it)
+    return await run_in_threadpool(store_it)
 
 
 async def abandon(svc: Services, job_id: str) -> None:

@@ -78,7 +78,7 @@ async def run_job(svc: Services, request: Request, who: Caller, app_id: str, spe
     admit = Admission(max_queued=svc.admission.max_queue_length,
                       max_queued_per_key=svc.admission.max_queued_per_key)  # fmt: skip
     try:
-        job = await job_calls.submit(svc, app_id, spec, key_id=who.key_id, admission=admit)
+        job = await job_calls.submit(svc, job_calls.new_job(app_id, spec, key_id=who.key_id), admit)
     except QueueFull as exc:
         from fluxserve.api.admission import refusal
 

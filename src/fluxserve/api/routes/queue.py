@@ -50,11 +50,9 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         base = base_url(request, svc)
         spec = dataclasses.replace(endpoint.to_spec(body, base, svc.api.max_pixels), output_ttl_s=lifetime)
         try:
-            job, position = await job_calls.submit_placed(
-                svc, endpoint.app_id, spec, deadline,
-                await checked_webhook_target(svc.webhook_targets, fal_webhook), who.key_id, admit, priority,
-                options,
-            )
+            webhook = await checked_webhook_target(svc.webhook_targets, fal_webhook)
+            job = job_calls.new_job(endpoint.app_id, spec, deadline, webhook, who.key_id, priority, options)
+            position = await job_calls.submit_placed(svc, job, admit)
         except QueueFull as exc:
             return admission.refusal(exc, svc)
         payload = {

@@ -53,8 +53,8 @@ def submitted_job(endpoint: Endpoint, streamed: bool = False) -> Callable[..., A
         if streamed and svc.api.stream_previews:
             spec = dataclasses.replace(spec, previews=True)
         try:
-            return await job_calls.submit(svc, endpoint.app_id, spec, deadline, key_id=who.key_id,
-                                          admission=admit, options=options)  # fmt: skip
+            job = job_calls.new_job(endpoint.app_id, spec, deadline, key_id=who.key_id, options=options)
+            return await job_calls.submit(svc, job, admit)
         except QueueFull as exc:
             return admission.refusal(exc, svc)
 
