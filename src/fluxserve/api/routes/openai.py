@@ -14,7 +14,7 @@ from typing import Optional
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from fluxserve.api import fal, job_calls
+from fluxserve.api import admission, fal, job_calls
 from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, capped_size, draw_seed
@@ -23,6 +23,7 @@ from fluxserve.api.openai_schemas import (
     DEFAULT_SIZE,
     MODEL_ID,
     MODEL_OWNER,
+    SIZE_PATTERN,
     ErrorResponse,
     ImageFormat,
     ImageGenerationRequest,
@@ -80,9 +81,7 @@ async def run_job(svc: Services, request: Request, who: Caller, app_id: str, spe
     try:
         job = await job_calls.submit(svc, job_calls.new_job(app_id, spec, key_id=who.key_id), admit)
     except QueueFull as exc:
-        from fluxserve.api.admission import refusal
-
-        return refusal(exc, svc)
+        return admission.refusal(exc, svc)
     return await wait_for_end(request, svc, job)
 
 
@@ -140,7 +139,7 @@ async def variations(
     ),
     model: Optional[str] = Form(default=None),
     n: int = Form(default=1, ge=1, le=4),
-    size: str = Form(default=DEFAULT_SIZE, pattern=r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$"),
+    size: str = Form(default=DEFAULT_SIZE, pattern=SIZE_PATTERN),
     response_format: ResponseFormat = Form(default=ResponseFormat.url),
     user: Optional[str] = Form(default=None, max_length=256),
     svc: Services = Depends(services),
