@@ -47,7 +47,7 @@ def services_of(request: Request) -> Services:
 async def services(request: Request) -> Services:
     """The dependency. Async on purpose: FastAPI runs a plain `def` dependency on the thread pool, a hop that
     cost more than the status read it served."""
-    return request.app.state.services
+    return services_of(request)
 
 
 def base_url(request: Request, svc: Services) -> str:

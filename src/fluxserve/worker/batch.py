@@ -147,7 +147,7 @@ class BatchProgress:
     ):
         """jobs: those of the engine call, in the order of its specs (the rows of `previews` follow it); they
         were claimed just now, which counts as the first check."""
-        self.jobs, self.write_logs, self.is_ours, self.clock = jobs, write_logs, is_ours, clock
+        self.jobs, self.is_ours, self.clock = jobs, is_ours, clock
         self.check_interval_s, self.monotonic = check_interval_s, monotonic
         self._checked_at = monotonic()
         self._writer = LogWriter(write_logs)

@@ -55,22 +55,18 @@ class LogWriter:
         return left
 
     def _run(self) -> None:
-        with self._changed:
-            while True:
+        while True:
+            with self._changed:
                 while not self._pending and not self._closing:
                     self._changed.wait()
                 if self._closing:
                     return  # the rest goes back to close()'s caller
                 batch, self._pending = self._pending, []
-                self._changed.release()
-                try:
-                    self.write_logs(batch)
-                    written = True
-                except Exception:  # the store's trouble: keep the lines, try again, never fail the job here
-                    log.warning("%d log lines not written yet; retrying", len(batch), exc_info=True)
-                    written = False
-                finally:
-                    self._changed.acquire()
-                if not written:
-                    self._pending[:0] = batch
-                    self._changed.wait(RETRY_S)
+            try:
+                self.write_logs(batch)
+                continue
+            except Exception:  # the store's trouble: keep the lines, try again, never fail the job here
+                log.warning("%d log lines not written yet; retrying", len(batch), exc_info=True)
+            with self._changed:
+                self._pending[:0] = batch
+                self._changed.wait(RETRY_S)

@@ -33,6 +33,7 @@ from fluxserve.api.openai_schemas import (
     ResponseFormat,
 )
 from fluxserve.api.routes.run import wait_for_end
+from fluxserve.api.schemas import SchnellInput
 from fluxserve.blobs.content_types import image_type
 from fluxserve.core.errors import InputError
 from fluxserve.core.jobs import GenerationSpec, Job
@@ -40,7 +41,7 @@ from fluxserve.store.protocols import Admission, QueueFull
 
 TEXT_APP, REDUX_APP = "fal-ai/flux/schnell", "fal-ai/flux/schnell/redux"
 # fal's guidance default for schnell (it ignores guidance; the value only travels in the spec).
-GUIDANCE = 3.5
+GUIDANCE = SchnellInput.model_fields["guidance_scale"].default
 # Unix time the model entry says it was created: FLUX.1 [schnell]'s release, 2024-08-01.
 MODEL_CREATED = 1722470400
 REFUSED_WHEN = (
