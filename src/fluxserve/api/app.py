@@ -58,7 +58,7 @@ def create_app(
     hosts.install(app)  # queue.<host> and rest.<host> paths, rewritten before /proxy and routing see them
     cors.install(app, api.cors_origins)  # outermost: every refusal above carries the CORS headers too
     # Routes are matched in the order they are added: the queue's (what fal's clients poll) go first.
-    app.include_router(queue.router(), responses=COMMON)
+    queue.install(app)
     docs.install(app)
     playground.install(app)
     app.include_router(ops.router, responses=COMMON)

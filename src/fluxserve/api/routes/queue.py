@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -22,7 +22,8 @@ from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.api.deps import Services, base_url, services, services_of
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint, operation_id
 from fluxserve.api.fal import output_lifetime, queue_priority, request_options, start_deadline
-from fluxserve.api.responses import NOT_FOUND, error
+from fluxserve.api.lean_route import lean_route
+from fluxserve.api.responses import COMMON, NOT_FOUND, error
 from fluxserve.core.jobs import Job, JobStatus, Priority, RequestOptions
 from fluxserve.net.webhooks import checked_webhook_target
 from fluxserve.store.protocols import Admission, QueueFull
@@ -68,7 +69,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         submit,
         methods=["POST"],
         summary=f"Queue: submit to {endpoint.app_id}",
-        operation_id=operation_id("submit", endpoint.app_id),
+        operation_id=operation_id("submit", endpoint.app_id), responses=COMMON, tags=["queue"],
     )
 
 
@@ -86,6 +87,12 @@ async def status(request_id: str, request: Request, logs: str = "0", who: Caller
         return JSONResponse({"detail": "Request not found"}, status_code=404)
     code = 200 if body["status"] == "COMPLETED" else 202
     return JSONResponse(body, status_code=code, headers={fal.REQUEST_ID_HEADER: request_id})
+
+
+async def served_status(request: Request) -> JSONResponse:
+    """`status` as its lean route serves it: the same parameters, read from the request."""
+    logs = request.query_params.get("logs", "0")
+    return await status(request.path_params["request_id"], request, logs, await caller(request))
 
 
 async def status_events(svc: Services, who: Caller, request_id: str, base: str, with_logs: bool
@@ -152,6 +159,10 @@ async def cancel(request_id: str, svc: Services = Depends(services), who: Caller
     return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400, headers=headers)
 
 
+# The routes fal's clients poll several times a second per request, served by their lean adapters.
+LEAN = {status: lean_route(served_status)}
+
+
 def add_request_routes(router: APIRouter, prefix: str, documented: bool) -> None:
     base = f"/queue/{prefix}/requests/{{request_id}}"
     for path, handler, method, responses in (
@@ -165,12 +176,15 @@ def add_request_routes(router: APIRouter, prefix: str, documented: bool) -> None
         name = operation_id(handler.__name__, prefix)
         router.add_api_route(
             path, handler, methods=[method], include_in_schema=documented, operation_id=name, name=name,
-            responses={**NOT_FOUND, **responses},
+            responses={**COMMON, **NOT_FOUND, **responses}, tags=["queue"],
+            route_class_override=LEAN.get(handler),
         )
 
 
-def router() -> APIRouter:
-    r = APIRouter(tags=["queue"])
+def install(app: FastAPI) -> None:
+    """On the app's own router, not an included one: each level of inclusion is one more route match per
+    request (FastAPI keeps included routers as routers), and these are the routes polled most."""
+    r = app.router
     for endpoint in ENDPOINTS:
         add_submit_route(r, endpoint)
     owner_prefixes = sorted({fal.owner_alias(e.app_id) for e in ENDPOINTS})
@@ -178,4 +192,3 @@ def router() -> APIRouter:
         add_request_routes(r, prefix, documented=True)
     for endpoint in ENDPOINTS:
         add_request_routes(r, endpoint.app_id, documented=False)
-    return r
