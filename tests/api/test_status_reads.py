@@ -54,29 +54,3 @@ def test_each_status_read_is_one_store_call_with_position_and_logs(fake_server, 
     finally:
         fake_engine.gate.set()
 
-
-def test_status_polls_are_served_without_fastapis_dependency_solving(fake_server, monkeypatch):
-    """What fal's clients poll runs on its lean route (api/lean_route.py): FastAPI solves no dependency for
-    it, at either prefix, with or without logs, for a known or unknown id; the result route still does."""
-    import fastapi.routing
-
-    solved: list[str] = []
-    original = fastapi.routing.solve_dependencies
-
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        solved.append(kwargs["request"].url.path)
-        return await original(*args, **kwargs)
-
-    with fake_server.client() as http:
-        handle = http.post(SUBMIT, json={"prompt": "lean"}).json()
-        wait_status(http, handle, "COMPLETED")
-        monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
-        full = handle["status_url"].replace("/fal-ai/flux/", "/fal-ai/flux/schnell/")
-        for url, params in ((handle["status_url"], {"logs": "1"}), (handle["status_url"], {}), (full, {})):
-            body = http.get(url, params=params).json()
-            assert body["status"] == "COMPLETED" and body["request_id"] == handle["request_id"], body
-            assert (body["logs"] is None) == (not params), body
-        assert http.get(handle["status_url"].replace(handle["request_id"], "nope")).status_code == 404
-        assert solved == []
-        assert http.get(handle["response_url"]).status_code == 200
-        assert solved == [handle["response_url"].removeprefix(fake_server.url)]

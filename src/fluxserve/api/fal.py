@@ -86,6 +86,8 @@ def status_body(
     return body
 
 
+# What fal_webhook must look like at the edge (an http(s) URL with a host); net/webhooks.py checks the rest.
+WEBHOOK_URL = r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+"
 # A positive decimal number of seconds (what start_timeout accepts), so the schema says what is refused.
 SECONDS = r"^\s*(0*[1-9][0-9]*(\.[0-9]*)?|0*\.0*[1-9][0-9]*)\s*$"
 

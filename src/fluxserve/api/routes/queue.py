@@ -13,16 +13,16 @@ import json
 from collections.abc import AsyncIterator
 from typing import Optional
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from fluxserve.api import admission, fal, job_calls
+from fluxserve.api import admission, fal, job_calls, lean_submit
 from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.api.deps import Services, base_url, services, services_of
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint, operation_id
 from fluxserve.api.fal import output_lifetime, queue_priority, request_options, start_deadline
-from fluxserve.api.lean_route import lean_route
+from fluxserve.api.lean_route import Handler, lean_route
 from fluxserve.api.responses import COMMON, NOT_FOUND, error
 from fluxserve.core.jobs import Job, JobStatus, Priority, RequestOptions
 from fluxserve.net.webhooks import checked_webhook_target
@@ -37,7 +37,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
     async def submit(
         body: input_model,  # type: ignore[valid-type]
         request: Request,
-        fal_webhook: Optional[str] = Query(default=None, pattern=r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+",
+        fal_webhook: Optional[str] = Query(default=None, pattern=fal.WEBHOOK_URL,
                                            description="http(s) URL to POST the result to when done"),
         deadline: Optional[float] = Depends(start_deadline),
         priority: Priority = Depends(queue_priority),
@@ -64,12 +64,21 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         }
         return JSONResponse(payload, headers={fal.REQUEST_ID_HEADER: job.id})
 
+    async def served_submit(request: Request, fastapi_handler: Handler) -> Response:
+        """`submit` as its lean route serves it: a plain request read by hand, anything else by FastAPI."""
+        got = await lean_submit.plain_submission(request, input_model, with_webhook=True)
+        if got is None:
+            return await fastapi_handler(request)
+        return await submit(got.body, request, got.webhook, got.deadline, got.priority, got.options,
+                            got.lifetime, got.admit, got.svc, got.who)  # fmt: skip
+
     router.add_api_route(
         f"/queue/{endpoint.app_id}",
         submit,
         methods=["POST"],
         summary=f"Queue: submit to {endpoint.app_id}",
         operation_id=operation_id("submit", endpoint.app_id), responses=COMMON, tags=["queue"],
+        route_class_override=lean_route(served_submit),
     )
 
 
@@ -89,8 +98,8 @@ async def status(request_id: str, request: Request, logs: str = "0", who: Caller
     return JSONResponse(body, status_code=code, headers={fal.REQUEST_ID_HEADER: request_id})
 
 
-async def served_status(request: Request) -> JSONResponse:
-    """`status` as its lean route serves it: the same parameters, read from the request."""
+async def served_status(request: Request, fastapi_handler: Handler) -> Response:
+    """`status` as its lean route serves it: the same parameters (plain strings), read from the request."""
     logs = request.query_params.get("logs", "0")
     return await status(request.path_params["request_id"], request, logs, await caller(request))
 

@@ -14,14 +14,15 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from fluxserve.api import admission, fal, job_calls, waiting
+from fluxserve.api import admission, fal, job_calls, lean_submit, waiting
 from fluxserve.api.auth import Caller, submitter
 from fluxserve.api.deps import Services, base_url, services
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint, operation_id
 from fluxserve.api.fal import output_lifetime, request_options, start_deadline
+from fluxserve.api.lean_route import Handler, lean_route
 from fluxserve.api.responses import error
 from fluxserve.api.schemas import Output
 from fluxserve.core.jobs import Job, RequestOptions
@@ -62,9 +63,11 @@ def submitted_job(endpoint: Endpoint, streamed: bool = False) -> Callable[..., A
 
 
 def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
+    submit_job = submitted_job(endpoint)
+
     async def run(
         request: Request,
-        job: Job | JSONResponse = Depends(submitted_job(endpoint)),
+        job: Job | JSONResponse = Depends(submit_job),
         svc: Services = Depends(services),
     ) -> JSONResponse:
         if isinstance(job, JSONResponse):
@@ -75,6 +78,15 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         await job_calls.forget_if_handed_out_once(svc, done)
         return fal.result_response(done)
 
+    async def served_run(request: Request, fastapi_handler: Handler) -> Response:
+        """`run` as its lean route serves it: a plain request read by hand, anything else by FastAPI."""
+        got = await lean_submit.plain_submission(request, endpoint.input_model, with_webhook=False)
+        if got is None:
+            return await fastapi_handler(request)
+        job = await submit_job(got.body, request, got.deadline, got.options, got.lifetime, got.admit, got.svc,
+                               got.who)  # fmt: skip
+        return await run(request, job, got.svc)
+
     router.add_api_route(
         f"/{endpoint.app_id}",
         run,
@@ -84,6 +96,7 @@ def add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         operation_id=operation_id("run", endpoint.app_id),
         tags=["run"],
         responses={504: error("Not started within X-Fal-Request-Timeout (fal's user timeout)")},
+        route_class_override=lean_route(served_run),
     )
 
 
