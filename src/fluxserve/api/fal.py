@@ -14,6 +14,7 @@ from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 
 from fluxserve.api.deps import services_of
+from fluxserve.api.responses import CompactJSON
 from fluxserve.core.errors import InputError
 from fluxserve.core.jobs import PREVIEW_LEVEL, Job, JobStatus, LogLine, Priority, RequestOptions
 
@@ -38,7 +39,7 @@ def result_response(job: Job) -> JSONResponse:
     headers = {REQUEST_ID_HEADER: job.id}
     error = job.error_or_cancel
     if error is None:
-        return JSONResponse(job.output, headers=headers)
+        return CompactJSON(job.output, headers=headers)
     headers["x-fal-error-type"] = error.error_type
     if error.timeout_type:
         headers["x-fal-request-timeout-type"] = error.timeout_type

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import orjson
+
 from fluxserve.core.accounts import ApiKey, megapixels
 from fluxserve.core.jobs import GenerationSpec, Job, JobError, JobStatus, Priority, RequestOptions
 from fluxserve.store.scheduling import RANK, Candidate
@@ -35,24 +37,25 @@ def new_job_fields(job: Job) -> dict[str, Any]:
 
 
 def job_from_fields(f: Mapping[str, Any]) -> Job:
-    """A Job from its stored fields (typed SQLite values or Redis strings; a missing field is None)."""
+    """A Job from its stored fields (typed SQLite values or Redis strings; a missing field is None). Decoded
+    with orjson: every status read decodes a job, and the standard library's json was a tenth of the read."""
     return Job(
         id=f["id"],
         app=f["app"],
-        spec=GenerationSpec.from_dict(json.loads(f["spec"])),
+        spec=GenerationSpec.from_dict(orjson.loads(f["spec"])),
         status=JobStatus(f["status"]),
         created_at=float(f["created_at"]),
         started_at=_float(f.get("started_at")),
         finished_at=_float(f.get("finished_at")),
-        output=json.loads(f["output"]) if f.get("output") else None,
-        error=JobError.from_dict(json.loads(f["error"])) if f.get("error") else None,
+        output=orjson.loads(f["output"]) if f.get("output") else None,
+        error=JobError.from_dict(orjson.loads(f["error"])) if f.get("error") else None,
         worker_id=f.get("worker_id"),
         lease_until=_float(f.get("lease_until")),
         attempts=int(f.get("attempts") or 0),
         start_deadline=_float(f.get("start_deadline")),
         gateway_request_id=f["gateway_request_id"],
         webhook_url=f.get("webhook_url"),
-        blob_keys=json.loads(f.get("blob_keys") or "[]"),
+        blob_keys=orjson.loads(f.get("blob_keys") or "[]"),
         key_id=f.get("key_id"),
         priority=priority_of(f.get("priority")),
         options=options_of(f.get("options")),

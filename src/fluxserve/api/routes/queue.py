@@ -23,7 +23,7 @@ from fluxserve.api.deps import Services, base_url, services, services_of
 from fluxserve.api.endpoints import ENDPOINTS, Endpoint, operation_id
 from fluxserve.api.fal import output_lifetime, queue_priority, request_options, start_deadline
 from fluxserve.api.lean_route import Handler, lean_route
-from fluxserve.api.responses import COMMON, NOT_FOUND, error
+from fluxserve.api.responses import COMMON, NOT_FOUND, CompactJSON, error
 from fluxserve.core.jobs import Job, JobStatus, Priority, RequestOptions
 from fluxserve.net.webhooks import checked_webhook_target
 from fluxserve.store.protocols import Admission, QueueFull
@@ -62,7 +62,7 @@ def add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
             "queue_position": position or 0,
             "gateway_request_id": job.gateway_request_id,
         }
-        return JSONResponse(payload, headers={fal.REQUEST_ID_HEADER: job.id})
+        return CompactJSON(payload, headers={fal.REQUEST_ID_HEADER: job.id})
 
     async def served_submit(request: Request, fastapi_handler: Handler) -> Response:
         """`submit` as its lean route serves it: a plain request read by hand, anything else by FastAPI."""
@@ -95,7 +95,7 @@ async def status(request_id: str, request: Request, logs: str = "0", who: Caller
     if body is None:
         return JSONResponse({"detail": "Request not found"}, status_code=404)
     code = 200 if body["status"] == "COMPLETED" else 202
-    return JSONResponse(body, status_code=code, headers={fal.REQUEST_ID_HEADER: request_id})
+    return CompactJSON(body, status_code=code, headers={fal.REQUEST_ID_HEADER: request_id})
 
 
 async def served_status(request: Request, fastapi_handler: Handler) -> Response:
