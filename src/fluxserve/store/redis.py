@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 from fluxserve.core.accounts import ApiKey, usage_day
+from fluxserve.core.errors import StoreBusy
 from fluxserve.core.jobs import (
     TRANSITIONS,
     DeliveryState,
@@ -90,6 +91,12 @@ def _client_options(retry_class: Any) -> dict[str, Any]:
     )
 
 
+# A status read's limit on its asyncio client, kept by one asyncio.timeout around the script (retries
+# included, about as long as the client's retry budget rides out a restart) rather than by the client's
+# socket_timeout: with that set, redis-py wraps every send in asyncio.wait_for, a task per command.
+ASYNC_READ_TIMEOUT_S = 30.0
+
+
 class RedisJobStore:
     local_reads = False  # every read is a network round trip (protocols.KeyStore.local_reads)
 
@@ -155,7 +162,11 @@ class RedisJobStore:
         """The same script on an asyncio client of this loop: a third less CPU than a thread-pool hop, by the
         in-process profile."""
         client, script = self._loop_client()
-        _, reply = await script(args=[self.ns, job_id, "1" if with_logs else ""], client=client)
+        try:
+            async with asyncio.timeout(ASYNC_READ_TIMEOUT_S):
+                _, reply = await script(args=[self.ns, job_id, "1" if with_logs else ""], client=client)
+        except TimeoutError:  # a stalled server: the client is told to retry (503), the process goes on
+            raise StoreBusy(f"Redis did not answer a status read within {ASYNC_READ_TIMEOUT_S:g} s") from None
         return self._view(job_id, reply, with_logs)
 
     @staticmethod
@@ -177,7 +188,8 @@ class RedisJobStore:
         if self._async is None or self._async[0] is not loop:
             if self._url is None:
                 raise RuntimeError("status_view_async needs a store made by RedisJobStore.open(url)")
-            client = redis.asyncio.Redis.from_url(self._url, **_client_options(Retry))
+            options = {**_client_options(Retry), "socket_timeout": None}  # status_view_async times the read
+            client = redis.asyncio.Redis.from_url(self._url, **options)
             self._async = (loop, client, client.register_script(self._scripts["status_view"].script))
         return self._async[1], self._async[2]
 
