@@ -44,3 +44,20 @@ def test_docs_render_the_operations_in_chromium(fake_server):
     assert seen["external"] == [], "every asset and the spec come from fluxserve"
     assert seen["cspViolations"] == [] and seen["domViolations"] == [], "/docs runs within its own policy"
     assert seen["pageErrors"] == []
+
+
+def test_the_openai_routes_document_the_400_they_answer_instead_of_fastapis_422(fake_server):
+    """/v1 turns every validation refusal into OpenAI's 400 (api/openai_errors.py), and the document says so:
+    a client generated from it expects the status it gets."""
+    with fake_server.client() as http:
+        doc = http.get("/openapi.json").json()
+        refused = http.post("/v1/images/generations", json={"prompt": "a", "n": 99})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "n", refused.text
+    operations = [(path, op) for path, ops in doc["paths"].items() if path.startswith("/v1/")
+                  for op in ops.values()]  # fmt: skip
+    assert len(operations) == 5
+    for path, op in operations:
+        assert "422" not in op["responses"], path
+        error = op["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
+        assert error.endswith("/ErrorResponse"), (path, error)
+    assert "422" in doc["paths"]["/fal-ai/flux/schnell"]["post"]["responses"]  # fal's routes do answer 422
