@@ -56,7 +56,8 @@ def is_json_media(content_type: str | None) -> bool:
 
 def plain_body(raw: bytes, content_type: str | None, model: type[BaseModel]) -> BaseModel | None:
     """The input model from a body FastAPI would parse and validate the same way (json.loads, then the model
-    on the Python value), or None."""
+    on the Python value), or None. The standard library's json, not orjson, as FastAPI's: they differ at the
+    edges (an integer past 64 bits), and a lean route must take exactly what FastAPI takes."""
     if not raw or not is_json_media(content_type):
         return None
     try:
