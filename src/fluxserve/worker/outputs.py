@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from fluxserve.blobs.base import BlobStore, new_blob_key
 from fluxserve.blobs.expiry import BlobExpiries
 from fluxserve.core.jobs import GenerationSpec
+from fluxserve.worker import xmp
 
 if TYPE_CHECKING:  # the type only: the worker never loads the engine package itself
     from fluxserve.engine.protocol import Generated
@@ -19,15 +20,26 @@ EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 JPEG_QUALITY = 95
 
 
-def encode(image: Any, output_format: str, quality: int | None = None) -> bytes:
-    """quality: JPEG and WebP's, 0-100 (None: JPEG_QUALITY); PNG is lossless."""
+def encode(image: Any, output_format: str, quality: int | None = None,
+           metadata: bytes | None = None) -> bytes:  # fmt: skip
+    """quality: JPEG and WebP's, 0-100 (None: JPEG_QUALITY); PNG is lossless. metadata: an XMP packet to embed
+    (JPEG's APP1, WebP's XMP chunk, PNG's iTXt `XML:com.adobe.xmp`: where metadata readers look)."""
     buffer = io.BytesIO()
+    extra: dict[str, Any] = {} if metadata is None else {"xmp": metadata}
     if output_format == "jpeg":
-        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY if quality is None else quality)
+        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY if quality is None else quality,
+                                  **extra)  # fmt: skip
     elif output_format == "webp":
-        image.convert("RGB").save(buffer, format="WEBP", quality=JPEG_QUALITY if quality is None else quality)
+        image.convert("RGB").save(buffer, format="WEBP", quality=JPEG_QUALITY if quality is None else quality,
+                                  **extra)  # fmt: skip
     elif output_format == "png":
-        image.save(buffer, format="PNG")
+        info = None
+        if metadata is not None:
+            from PIL import PngImagePlugin
+
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt("XML:com.adobe.xmp", metadata.decode())
+        image.save(buffer, format="PNG", pnginfo=info)
     else:
         raise ValueError(f"unknown output format {output_format!r}")
     return buffer.getvalue()
@@ -52,7 +64,7 @@ def build_output(
 
 
 def store_image(spec: GenerationSpec, image: Any, blobs: BlobStore, blob_keys: list[str]) -> dict[str, Any]:
-    data = encode(image, spec.output_format, spec.output_quality)
+    data = encode(image, spec.output_format, spec.output_quality, xmp.packet(spec.kind))
     content_type = CONTENT_TYPES[spec.output_format]
     if spec.sync_mode:
         url = data_uri(data, content_type)  # sync_mode: nothing is stored
