@@ -57,13 +57,14 @@ def test_same_seed_same_bytes_after_reloading_the_model(tiny_server, tiny_model_
     from fluxserve.api.schemas import SchnellInput
     from fluxserve.core.settings import EngineSettings
     from fluxserve.engine.flux import FluxEngine
+    from fluxserve.worker import xmp
     from fluxserve.worker.outputs import encode
 
     request = {"prompt": "a photo of a cat", "image_size": SMALL, "seed": 11, "output_format": "png"}
     _, (served,) = generate(tiny_server, **request)
     reloaded = FluxEngine.load(EngineSettings(model_path=tiny_model_dir, device="cpu"))
     (image,) = reloaded.generate(text_to_spec(SchnellInput(**request), "http://h", 2048 * 2048)).images
-    assert encode(image, "png") == served
+    assert encode(image, "png", metadata=xmp.packet("text")) == served  # as the worker encodes it
 
 
 def test_first_of_four_matches_one_within_one_level(tiny_server):
