@@ -209,11 +209,14 @@ def declared_length(scope: Scope) -> int | None:
 
 
 def is_json(scope: Scope) -> bool:
-    """As FastAPI decides to parse a body as JSON: no content type, application/json or application/*+json."""
+    """Whether the limits treat the body as JSON: no content type (checked as if it were), or a JSON one."""
     value = header(scope, b"content-type")
-    if value is None:
-        return True
-    media = value.split(b";")[0].strip().lower()
+    return value is None or is_json_media(value)
+
+
+def is_json_media(content_type: bytes) -> bool:
+    """A content type FastAPI parses a body as JSON for: application/json or application/*+json."""
+    media = content_type.split(b";")[0].strip().lower()
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 

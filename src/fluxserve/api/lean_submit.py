@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from fluxserve.api import admission, fal
+from fluxserve.api import admission, body_limits, fal
 from fluxserve.api.auth import Caller, caller, submitter
 from fluxserve.api.deps import Services, services_of
 from fluxserve.core.jobs import Priority, RequestOptions
@@ -46,19 +46,11 @@ class Submission:
     webhook: str | None  # the queue's fal_webhook query (the sync route declares none)
 
 
-def is_json_media(content_type: str | None) -> bool:
-    """FastAPI parses a body as JSON for application/json and application/*+json (none given: not at all)."""
-    if not content_type:
-        return False
-    media = content_type.split(";")[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
-
-
-def plain_body(raw: bytes, content_type: str | None, model: type[BaseModel]) -> BaseModel | None:
+def plain_body(raw: bytes, content_type: bytes | None, model: type[BaseModel]) -> BaseModel | None:
     """The input model from a body FastAPI would parse and validate the same way (json.loads, then the model
     on the Python value), or None. The standard library's json, not orjson, as FastAPI's: they differ at the
     edges (an integer past 64 bits), and a lean route must take exactly what FastAPI takes."""
-    if not raw or not is_json_media(content_type):
+    if not raw or content_type is None or not body_limits.is_json_media(content_type):
         return None
     try:
         return model.model_validate(json.loads(raw))
@@ -87,7 +79,7 @@ async def plain_submission(request: Request, model: type[BaseModel], with_webhoo
     plain, webhook, cap = plain_query(request.query_params, with_webhook)
     if not plain:
         return None
-    body = plain_body(await request.body(), headers.get("content-type"), model)
+    body = plain_body(await request.body(), body_limits.header(request.scope, b"content-type"), model)
     if body is None:
         return None
     # The dependencies, in the order the routes declare them (the first to raise answers, as in FastAPI).

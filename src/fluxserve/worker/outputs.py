@@ -26,12 +26,9 @@ def encode(image: Any, output_format: str, quality: int | None = None,
     (JPEG's APP1, WebP's XMP chunk, PNG's iTXt `XML:com.adobe.xmp`: where metadata readers look)."""
     buffer = io.BytesIO()
     extra: dict[str, Any] = {} if metadata is None else {"xmp": metadata}
-    if output_format == "jpeg":
-        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY if quality is None else quality,
-                                  **extra)  # fmt: skip
-    elif output_format == "webp":
-        image.convert("RGB").save(buffer, format="WEBP", quality=JPEG_QUALITY if quality is None else quality,
-                                  **extra)  # fmt: skip
+    if output_format in ("jpeg", "webp"):
+        image.convert("RGB").save(buffer, format=output_format.upper(),
+                                  quality=JPEG_QUALITY if quality is None else quality, **extra)  # fmt: skip
     elif output_format == "png":
         info = None
         if metadata is not None:
