@@ -17,6 +17,7 @@ from fluxserve.core.settings import (
     AdmissionSettings,
     ApiSettings,
     EngineSettings,
+    ProvenanceSettings,
     RetryPolicy,
     Settings,
     StorageSettings,
@@ -35,7 +36,7 @@ FAST_WEBHOOKS = WebhookSettings(RetryPolicy(max_attempts=4, first_delay_s=0.2, f
 
 def make_settings(
     data_dir: Path, model_path: Path | None = None, admission: dict | None = None,
-    waiting: dict | None = None, **api: Any,
+    waiting: dict | None = None, provenance: ProvenanceSettings | None = None, **api: Any,
 ) -> Settings:
     api.setdefault("port", 0)
     api.setdefault("tls_port", 0)
@@ -49,6 +50,7 @@ def make_settings(
         engine=EngineSettings(model_path=model_path or data_dir / "no-model"),
         webhooks=FAST_WEBHOOKS,
         urls=LOOPBACK_ONLY,
+        provenance=provenance or ProvenanceSettings(),
     )
 
 
@@ -116,14 +118,15 @@ def serve_on_loop(api: Any, loop_factory: Any) -> None:
 def start_live_server(settings: Settings, engine: Any) -> LiveServer:
     from fluxserve.blobs.open import open_blobs
     from fluxserve.processes.api_process import ApiServer, event_loop_factory
-    from fluxserve.processes.worker_process import image_fetcher
+    from fluxserve.processes.worker_process import image_fetcher, open_provenance
     from fluxserve.store.open import open_store
     from fluxserve.worker.loop import Worker, WorkerConfig
 
     api = ApiServer(settings)
     config = WorkerConfig.from_settings(settings, worker_id="test-worker", idle_sleep_s=0.005)
     blobs = open_blobs(settings.storage)
-    worker = Worker(open_store(settings.store), blobs, engine, config, images=image_fetcher(settings, blobs))
+    worker = Worker(open_store(settings.store), blobs, engine, config, images=image_fetcher(settings, blobs),
+                    provenance=open_provenance(settings))  # fmt: skip
     threads = [
         threading.Thread(target=serve_on_loop, args=(api, event_loop_factory()), name="api", daemon=True),
         threading.Thread(target=worker.run_forever, name="worker", daemon=True),

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import fluxserve
-from fluxserve.worker import xmp
+from fluxserve.provenance import xmp
 from tests.support.waits import wait_status
 
 SOURCE_TYPE = ('Iptc4xmpExt:DigitalSourceType='

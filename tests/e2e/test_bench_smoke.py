@@ -231,3 +231,20 @@ def test_bench_api_quick_reports_every_scenario_with_numbers(tmp_path):
     assert all(float(cell) >= 0 for line in lines for cell in line.strip("|").split("|")[1:5]), lines
     assert len([line for line in table.splitlines() if line.startswith("- ") and "met" in line]) == 4
     assert "Scaling rule: one API core serves about" in table
+
+
+def test_bench_provenance_smoke(tmp_path):
+    """Each mark timed against the image's own encoding, and the watermark's survival, in one short run."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_provenance.py"), "--size", "512", "--repeats", "1",
+         "--images", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "provenance.json").read_text())
+    assert [row["format"] for row in report["timings"]] == ["jpeg", "png", "webp"]
+    for row in report["timings"]:
+        for mark in ("encode (baseline)", "watermark", "c2pa", "stage (all marks)"):
+            assert row[mark]["median_ms"] > 0, (row["format"], mark)
+    assert report["robustness"]["survival"]["jpeg q75 (required)"] == 1.0
+    assert "| jpeg q75 (required) | 100% |" in (tmp_path / "provenance.md").read_text()

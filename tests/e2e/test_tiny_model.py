@@ -44,27 +44,34 @@ def test_custom_sizes_are_rounded_to_multiples_of_16(tiny_server):
     assert Image.open(io.BytesIO(data)).size == (256, 96) == (body["images"][0]["width"], body["images"][0]["height"])
 
 
-def test_same_request_same_bytes_and_other_seed_other_bytes(tiny_server):
-    _, (a,) = generate(tiny_server, seed=42, output_format="png")
-    _, (b,) = generate(tiny_server, seed=42, output_format="png")
-    _, (c,) = generate(tiny_server, seed=43, output_format="png")
-    assert a == b
-    assert a != c
+def test_same_request_same_pixels_and_other_seed_other_pixels(tiny_server):
+    # Pixels, not bytes: each file's C2PA manifest is signed anew (its signature and instance id differ).
+    _, (a,) = generate(tiny_server, seed=42, output_format="png", image_size="square")
+    _, (b,) = generate(tiny_server, seed=42, output_format="png", image_size="square")
+    _, (c,) = generate(tiny_server, seed=43, output_format="png", image_size="square")
+    assert a != b, "each file carries its own signature"
+    assert np.array_equal(pixels(a), pixels(b)), "the watermark's image id is the same for the same request"
+    assert not np.array_equal(pixels(a), pixels(c))
 
 
-def test_same_seed_same_bytes_after_reloading_the_model(tiny_server, tiny_model_dir):
+def test_same_seed_same_pixels_after_reloading_the_model(tiny_server, tiny_model_dir):
     from fluxserve.api.endpoints import text_to_spec
     from fluxserve.api.schemas import SchnellInput
     from fluxserve.core.settings import EngineSettings
     from fluxserve.engine.flux import FluxEngine
-    from fluxserve.worker import xmp
+    from fluxserve.provenance.stamp import Provenance
     from fluxserve.worker.outputs import encode
 
-    request = {"prompt": "a photo of a cat", "image_size": SMALL, "seed": 11, "output_format": "png"}
+    request = {"prompt": "a photo of a cat", "image_size": "square", "seed": 11, "output_format": "png"}
     _, (served,) = generate(tiny_server, **request)
     reloaded = FluxEngine.load(EngineSettings(model_path=tiny_model_dir, device="cpu"))
-    (image,) = reloaded.generate(text_to_spec(SchnellInput(**request), "http://h", 2048 * 2048)).images
-    assert encode(image, "png", metadata=xmp.packet("text")) == served  # as the worker encodes it
+    spec = text_to_spec(SchnellInput(**request), "http://h", 2048 * 2048)
+    (image,) = reloaded.generate(spec).images
+    # Marked as the worker marks it, but unsigned: the pixels are the ones served.
+    unsigned = Provenance(frozenset({"watermark", "metadata"}), tiny_server.worker.provenance.credentials)
+    stamped = unsigned.stamp(image, spec, 0, "image/png", lambda im, packet: encode(im, "png", None, packet))
+    assert stamped.watermark is not None
+    assert np.array_equal(pixels(stamped.data), pixels(served))
 
 
 def test_first_of_four_matches_one_within_one_level(tiny_server):

@@ -83,8 +83,9 @@ def test_own_files_are_read_from_storage_and_never_fetched(tmp_path):
             pytest.fail(f"fetched {url} over the network")
 
     fetcher = ImageFetcher(NoNetwork(), blobs, ("http://127.0.0.1:8000",), max_bytes=10**6)
-    assert fetcher.load(f"http://127.0.0.1:8000/files/{key}", "https://127.0.0.1:8443").size == (8, 6)
-    assert fetcher.load(f"https://127.0.0.1:8443/files/{key}", "https://127.0.0.1:8443").size == (8, 6)
+    first = fetcher.load(f"http://127.0.0.1:8000/files/{key}", "https://127.0.0.1:8443")
+    assert first.image.size == (8, 6) and first.data == encoded("PNG") and first.content_type == "image/png"
+    assert fetcher.load(f"https://127.0.0.1:8443/files/{key}", "https://127.0.0.1:8443").image.size == (8, 6)
     with pytest.raises(ImageInputError, match="does not have"):
         fetcher.load("http://127.0.0.1:8000/files/0123456789abcdef0123456789abcdef.png", "http://x")
     assert own_file_key(f"http://evil.example/files/{key}", ("http://127.0.0.1:8000",)) is None

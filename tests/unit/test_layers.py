@@ -2,8 +2,9 @@
 inside a function, since a lazy import is still an arrow; `if TYPE_CHECKING:` blocks, never run, excepted):
 
 1. `core/` imports only the standard library and `core/` itself.
-2. `api/`, `worker/`, `store/`, `blobs/`, `net/`, `cli/` and `processes/` import no torch, diffusers or
-   transformers themselves, and importing any of their modules loads none (checked in a fresh interpreter).
+2. `api/`, `worker/`, `store/`, `blobs/`, `net/`, `provenance/`, `cli/` and `processes/` import no torch,
+   diffusers or transformers themselves, and importing any of their modules loads none (checked in a fresh
+   interpreter).
 3. `api/` imports no store or blob backend (`store.sqlite`, `store.redis`, `blobs.local`, `blobs.s3`): it sees
    the protocols; which backend runs is decided by the process that wires it.
 4. Only `processes/` imports `engine/`: a worker process is the one place a model is loaded.
@@ -25,7 +26,7 @@ from pathlib import Path
 PACKAGE = "fluxserve"
 SRC = Path(__file__).resolve().parents[2] / "src" / PACKAGE
 HEAVY = ("torch", "diffusers", "transformers")
-TORCH_FREE = ("api", "worker", "store", "blobs", "net", "cli", "processes")
+TORCH_FREE = ("api", "worker", "store", "blobs", "net", "provenance", "cli", "processes")
 BACKENDS = ("store.sqlite", "store.redis", "blobs.local", "blobs.s3")
 
 

@@ -142,3 +142,45 @@ def test_a_sync_mode_job_gets_a_data_uri_and_stores_nothing(rig):
     wait_until(lambda: rig.status(job) is JobStatus.COMPLETED, what="the job")
     image = rig.store.get(job.id).output["images"][0]
     assert image["url"].startswith("data:image/jpeg;base64,") and list(rig.files.iterdir()) == []
+
+
+class HeldProvenance:
+    """The worker's real provenance stage, held until `release` is set; records the thread it ran on."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from fluxserve.provenance.stamp import Provenance
+
+        self.real = Provenance.in_memory()
+        self.release, self.entered, self.threads = threading.Event(), threading.Event(), []
+
+    def stamp(self, *args, **kwargs):
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        self.entered.set()
+        assert self.release.wait(10), "never released"
+        return self.real.stamp(*args, **kwargs)
+
+
+def test_the_provenance_stage_runs_off_the_engines_thread_while_the_next_batch_runs(tmp_path):
+    store = SQLiteJobStore.open(tmp_path / "jobs.sqlite3")
+    provenance = HeldProvenance()
+    worker = Worker(store, HeldBlobs(LocalBlobStore.open(tmp_path / "files")), FakeEngine(),
+                    WorkerConfig(worker_id="w", idle_sleep_s=0.01), provenance=provenance)  # fmt: skip
+    rig = Rig(store, worker.blobs, worker.engine, worker, tmp_path / "files")
+    first, second = rig.submit("first"), rig.submit("second")
+    rig.start()
+    try:
+        assert provenance.entered.wait(10)
+        wait_until(lambda: rig.generated() == ["first", "second"], what="the engine to run the second batch")
+        assert rig.status(first) is JobStatus.RUNNING, "its marks are not applied yet"
+        provenance.release.set()
+        wait_until(lambda: rig.status(second) is JobStatus.COMPLETED, what="both jobs to complete")
+        assert set(provenance.threads) == {"delivery"}
+        assert "provenance" in store.get(first.id).output["timings"]
+    finally:
+        provenance.release.set()
+        rig.join()
+        store.close()

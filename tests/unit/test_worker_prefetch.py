@@ -12,10 +12,11 @@ from PIL import Image
 
 from fluxserve.blobs.local import LocalBlobStore
 from fluxserve.core.jobs import JobStatus
-from fluxserve.net.image_inputs import ImageInputError
+from fluxserve.net.image_inputs import ImageInputError, InputImage
 from fluxserve.store.sqlite import SQLiteJobStore
 from fluxserve.worker.loop import FatalWorkerError, Worker, WorkerConfig
 from tests.support.fakes import FakeEngine, HeldBlobs
+from tests.support.images import png_bytes
 from tests.support.waits import wait_until
 from tests.support.worker_rig import Rig
 
@@ -35,7 +36,7 @@ class HeldImages:
         self.most_active = 0
         self.lock = threading.Lock()
 
-    def load(self, url: str, base_url: str) -> Image.Image:
+    def load(self, url: str, base_url: str) -> InputImage:
         with self.lock:
             self.started.append(url)
             self.active += 1
@@ -46,7 +47,8 @@ class HeldImages:
                 threading.Event().wait(self.delays.get(url, 0.0))
             if url.startswith("bad:"):
                 raise ImageInputError("could not be fetched: the server answered HTTP 404")
-            return Image.new("RGB", (8, 8), (10, 20, 30))
+            colour, size = (10, 20, 30), (8, 8)
+            return InputImage(Image.new("RGB", size, colour), png_bytes(colour, size), "image/png")
         finally:
             with self.lock:
                 self.active -= 1

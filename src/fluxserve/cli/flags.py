@@ -13,12 +13,14 @@ from typing import Any
 
 from fluxserve.core.settings import (
     ATTENTION_BACKENDS,
+    PROVENANCE_MARKS,
     TINY_MODEL_SUBDIR,
     AccelSettings,
     AdmissionSettings,
     ApiSettings,
     EngineSettings,
     LeaseSettings,
+    ProvenanceSettings,
     RetryPolicy,
     S3Settings,
     Settings,
@@ -84,6 +86,7 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     add_connection_flags(f)
     add_input_limit_flags(f)
     add_webhook_flags(f)
+    add_provenance_flags(f)
     add_url_flags(parser, f, env)
 
 
@@ -239,6 +242,24 @@ def input_limit_settings(args: argparse.Namespace) -> dict[str, Any]:
                 max_json_depth=args.max_json_depth, max_json_items=args.max_json_items)  # fmt: skip
 
 
+def provenance_marks(text: str) -> frozenset[str]:
+    """--provenance: comma-separated marks, or none."""
+    marks = frozenset(m.strip().lower() for m in text.split(",") if m.strip()) - {"none"}
+    if unknown := marks - set(PROVENANCE_MARKS):
+        raise argparse.ArgumentTypeError(f"unknown marks {', '.join(sorted(unknown))}; "
+                                         f"choose from {','.join(PROVENANCE_MARKS)} or none")  # fmt: skip
+    return marks
+
+
+def add_provenance_flags(f: Flags) -> None:
+    f.add("--provenance", provenance_marks, ProvenanceSettings.marks,
+          help="marks every output image carries, comma-separated: c2pa (a signed C2PA manifest), metadata "
+          "(IPTC/XMP), watermark (invisible); none for no marks (default: all three)")  # fmt: skip
+    f.add("--c2pa-cert", Path, help="PEM certificate chain (signer first) that signs the C2PA manifests "
+          "(default: a development CA and signer made on first start in <data-dir>/provenance)")  # fmt: skip
+    f.add("--c2pa-key", Path, help="the PEM private key of --c2pa-cert's first certificate")
+
+
 def add_webhook_flags(f: Flags) -> None:
     hooks = WebhookSettings()
     f.add("--webhook-concurrency", int, hooks.concurrency,
@@ -305,6 +326,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             accel=accel_settings(args),
         ),
         webhooks=webhook_settings(args),
+        provenance=provenance_settings(args),
         urls=UrlPolicy(
             allow_private=args.allow_private_urls, allowed_networks=tuple(args.allow_network or ()),
             max_bytes=args.fetch_max_bytes, total_timeout_s=args.fetch_timeout, max_redirects=args.fetch_max_redirects,
@@ -315,6 +337,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         gpu=args.gpu,
         gpus=args.gpus or (),
     )
+
+
+def provenance_settings(args: argparse.Namespace) -> ProvenanceSettings:
+    """Checked here, so a key without its certificate stops the command at once."""
+    try:
+        return ProvenanceSettings(marks=args.provenance, c2pa_cert=args.c2pa_cert, c2pa_key=args.c2pa_key)
+    except ValueError as exc:
+        raise SystemExit(f"fluxserve: {exc}") from None
 
 
 def s3_settings(args: argparse.Namespace) -> S3Settings | None:

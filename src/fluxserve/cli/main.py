@@ -4,7 +4,7 @@ processes/exit_codes.py's.
 serve   the API and N workers as separate processes under one supervisor (the default deployment)
 api     only the HTTP API (+ upkeep and webhook delivery)
 worker  only a worker: loads the model, claims jobs from the store
-keys, usage, generate, make-tiny-model: operator and client commands
+keys, usage, generate, verify, make-tiny-model: operator and client commands
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             p.add_argument("--admin", action="store_true", help="the new key may see every key's requests and usage")
         else:
             p.add_argument("--key", dest="usage_key", help="only this key id")
+    from fluxserve.cli.verify import add_verify_parser
+
+    add_verify_parser(sub, env)
     tiny = sub.add_parser("make-tiny-model", help="build tiny random FLUX.1 [schnell] models for demos and tests")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--redux", type=Path, help="also build a tiny Redux prior (FLUX.1-Redux-dev layout) here")
@@ -124,6 +127,10 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         from fluxserve.cli.generate import run_generate
 
         return run_generate(args)
+    if args.command == "verify":
+        from fluxserve.cli.verify import run_verify
+
+        return run_verify(args)
     if args.command in ("keys", "usage"):
         from fluxserve.cli.keys import run_keys, run_usage
         from fluxserve.store.open import open_store

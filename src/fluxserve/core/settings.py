@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 DEFAULT_MAX_PIXELS = 2048 * 2048
 TINY_MODEL_SUBDIR = Path("models") / "flux-schnell-tiny"
+# The development C2PA CA and signer, made on first start when no --c2pa-cert is given.
+PROVENANCE_SUBDIR = Path("provenance")
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,29 @@ class StorageSettings:
     upload_retention_s: float = DAY_S
 
 
+# The marks every output image can carry (provenance/): a signed C2PA manifest, IPTC/XMP metadata, and an
+# invisible watermark. --provenance picks among them.
+PROVENANCE_MARKS = ("c2pa", "metadata", "watermark")
+
+
+@dataclass(frozen=True)
+class ProvenanceSettings:
+    """What each output image says of where it came from (provenance/stamp.py)."""
+
+    marks: frozenset[str] = frozenset(PROVENANCE_MARKS)
+    # The operator's C2PA signing certificate chain (leaf first, PEM) and its private key; None: a development
+    # CA and leaf generated on first start under <data-dir>/provenance (clearly labelled as such).
+    c2pa_cert: Path | None = None
+    c2pa_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if unknown := set(self.marks) - set(PROVENANCE_MARKS):
+            known = ", ".join(PROVENANCE_MARKS)
+            raise ValueError(f"unknown provenance marks {sorted(unknown)}; known: {known}")
+        if (self.c2pa_cert is None) != (self.c2pa_key is None):
+            raise ValueError("give both --c2pa-cert and --c2pa-key, or neither")
+
+
 # The SDPA backends --attention may name (engine/attention.py maps each to its diffusers backend).
 ATTENTION_BACKENDS = ("cudnn", "flash", "efficient", "math")
 
@@ -357,6 +382,7 @@ class Settings:
     upkeep: UpkeepSettings = field(default_factory=UpkeepSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     urls: UrlPolicy = field(default_factory=UrlPolicy)
+    provenance: ProvenanceSettings = field(default_factory=ProvenanceSettings)
     worker_id: str = "worker-0"
     # The GPU this worker runs on (an index as nvidia-smi numbers it, or a UUID); None: not pinned to one.
     gpu: str | None = None
@@ -373,3 +399,7 @@ class Settings:
     @property
     def tls_dir(self) -> Path:
         return self.data_dir / "tls"
+
+    @property
+    def provenance_dir(self) -> Path:
+        return self.data_dir / PROVENANCE_SUBDIR

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from fluxserve.blobs.base import FILES_ROUTE
+from fluxserve.blobs.content_types import image_type
 from fluxserve.core.errors import FluxserveError, NotFound
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
@@ -118,6 +119,15 @@ def decode_image(data: bytes, max_pixels: int = MAX_INPUT_PIXELS) -> Any:
         raise ImageInputError(f"could not be decoded ({exc})") from None
 
 
+@dataclass(frozen=True)
+class InputImage:
+    """An image_url's image: decoded for the engine, and its bytes as fetched (for its C2PA ingredient)."""
+
+    image: Any  # RGB PIL image
+    data: bytes
+    content_type: str
+
+
 @dataclass
 class ImageFetcher:
     """Everything needed to resolve an image_url: the safe HTTP client, our own blobs and origins."""
@@ -146,5 +156,6 @@ class ImageFetcher:
             raise ImageInputError(f"could not be fetched: the server answered HTTP {response.status_code}")
         return response.content
 
-    def load(self, url: str, base_url: str) -> Any:
-        return decode_image(self.fetch_bytes(url, base_url))
+    def load(self, url: str, base_url: str) -> InputImage:
+        data = self.fetch_bytes(url, base_url)
+        return InputImage(decode_image(data), data, image_type(data) or "application/octet-stream")

@@ -13,3 +13,5 @@ class ExitCode(IntEnum):
     CONFIG_ERROR = 2
     # A worker whose device is suspect (a CUDA error): restart it, on a fresh process and context.
     FATAL_WORKER = 3
+    # `verify`: the image carries none of the provenance marks.
+    NO_MARKS = 4

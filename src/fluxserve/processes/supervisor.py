@@ -130,8 +130,17 @@ def check_model(settings: Settings) -> None:
 
 
 def serve(settings: Settings, flags: list[str], workers: str | int) -> int:
-    """`fluxserve serve FLAGS`: checks the model, then runs `api FLAGS` and one `worker FLAGS` per slot."""
+    """`fluxserve serve FLAGS`: checks the model and the signing credentials (making the development ones
+    here, once, before any worker starts), then runs `api FLAGS` and one `worker FLAGS` per slot."""
     check_model(settings)
+    from fluxserve.processes.worker_process import open_provenance
+    from fluxserve.provenance.credentials import CredentialsError
+
+    try:
+        open_provenance(settings)
+    except CredentialsError as exc:
+        print(f"fluxserve: cannot start: {exc}", file=sys.stderr)
+        return CONFIG_ERROR
     found = [] if settings.engine.device == "cpu" else visible_gpus(os.environ)
     try:
         slots = plan_workers(workers, settings.gpus, found, settings.engine.device)

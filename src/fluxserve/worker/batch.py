@@ -98,8 +98,10 @@ class Batch:
 
     jobs: list[Job]
     keeper: LeaseKeeper | LeaseKeepers
-    # Redux jobs' input images, fetched before the batch was formed: the decoded image, or the fetch's error.
+    # Redux jobs' input images, fetched before the batch was formed: the InputImage, or the fetch's error.
     images: dict[str, Future[Any]] = field(default_factory=dict)
+    # The inputs of the Redux jobs that ran, by job id: their manifests' ingredients (provenance.manifest).
+    ingredients: dict[str, Any] = field(default_factory=dict)
     # Log lines of the stages after the last step, not yet written: they ride with the job's end (record).
     unwritten: list[tuple[str, LogLine]] = field(default_factory=list)
     _outcomes: dict[str, JobOutcome] = field(default_factory=dict, init=False)

@@ -34,7 +34,9 @@ from fluxserve.core.errors import JobCancelled, StoreBusy, is_device_fatal
 from fluxserve.core.jobs import Job, JobError, JobStatus, LogLine
 from fluxserve.core.settings import LeaseSettings, Settings, WarmupSettings, WorkerSettings
 from fluxserve.core.worker_state import WorkerState
-from fluxserve.net.image_inputs import ImageFetcher, ImageInputError
+from fluxserve.net.image_inputs import ImageFetcher, ImageInputError, InputImage
+from fluxserve.provenance.manifest import Ingredient
+from fluxserve.provenance.stamp import Provenance
 from fluxserve.store import scheduling
 from fluxserve.store.protocols import JobStore
 from fluxserve.store.scheduling import ClaimPolicy
@@ -110,11 +112,15 @@ class Worker:
         config: WorkerConfig | None = None,
         clock: Callable[[], float] = time.time,
         images: ImageFetcher | None = None,
+        provenance: Provenance | None = None,
     ) -> None:
+        """provenance: the marks its images carry (processes/ builds them from settings); None: every mark,
+        signed by a development CA held in memory."""
         self.store = store
         self.blobs = blobs
         self.engine = engine
         self.images = images
+        self.provenance = provenance or Provenance.in_memory()
         self.config = config or WorkerConfig()
         self.clock = clock
         self._stop = threading.Event()
@@ -324,13 +330,15 @@ class Worker:
                 ready.append((job, None))
                 continue
             try:
-                image = fetched.result()  # done: raises what the fetch raised
+                fetched_image: InputImage = fetched.result()  # done: raises what the fetch raised
             except ImageInputError as exc:
                 log.info("job %s: unusable image_url: %s", job.id, exc)
                 batch.decide(job, Failed(JobError.bad_image_url(str(exc))))
                 continue
             if self.is_ours(job):
-                ready.append((job, image))
+                ready.append((job, fetched_image.image))
+                batch.ingredients[job.id] = Ingredient(fetched_image.data, fetched_image.content_type,
+                                                       fetched_image.image)  # fmt: skip
             else:
                 batch.decide(job, Cancelled())
         return ready
@@ -340,9 +348,9 @@ class Worker:
         current = self.store.get(job.id)
         return current is not None and current.status is JobStatus.RUNNING and current.worker_id == self.id
 
-    def input_image(self, job: Job) -> Any:
-        """Redux's input image, fetched and decoded on a fetch thread, outside the engine; nothing fetched is
-        kept."""
+    def input_image(self, job: Job) -> InputImage | None:
+        """Redux's input image, fetched and decoded on a fetch thread, outside the engine; its bytes are kept
+        until its job is delivered, for the C2PA manifest to record them as its ingredient."""
         if job.spec.image_url is None:
             return None
         if self.images is None:
@@ -353,18 +361,21 @@ class Worker:
     # -- record: on the delivery thread --------------------------------------------------------------
 
     def deliver(self, batch: Batch) -> None:
-        """Each job's images encoded and stored, and its one end written."""
+        """Each job's images marked, encoded and stored, and its one end written."""
         try:
             for job in batch.jobs:
-                self.record(job, batch.outcome(job), batch.unwritten_logs(job))
+                self.record(job, batch.outcome(job), batch.unwritten_logs(job), batch.ingredients.get(job.id))
         finally:
             batch.keeper.stop()
             self.report()
 
-    def record(self, job: Job, outcome: JobOutcome, unwritten: list[LogLine] | None = None) -> None:
+    def record(
+        self, job: Job, outcome: JobOutcome, unwritten: list[LogLine] | None = None,
+        ingredient: Ingredient | None = None,
+    ) -> None:  # fmt: skip
         """Write the job's one end from `finally`: storing its images may itself fail, and then it fails.
         `unwritten`: its last stages' log lines, written before its end (with the "store" line when it
-        completed: one write)."""
+        completed: one write). `ingredient`: a Redux job's input, for its images' manifests."""
         unwritten = unwritten or []
         if not isinstance(outcome, Completed) and unwritten:
             try:  # only its log: losing it must not change how the job ends
@@ -379,7 +390,8 @@ class Worker:
         try:
             if isinstance(outcome, Completed):
                 self.store.append_logs([(job.id, line) for line in [*unwritten, self.log_line("store")]])
-                output, error = build_output(job.spec, outcome.result, self.blobs, blob_keys), None
+                output, error = build_output(job.spec, outcome.result, self.blobs, blob_keys, self.provenance,
+                                             ingredient), None  # fmt: skip
             else:
                 error = outcome.error if isinstance(outcome, Failed) else None
         except Exception as exc:

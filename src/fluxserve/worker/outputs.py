@@ -1,4 +1,5 @@
-"""A job's images -> the bytes fal returns (jpeg or png; webp for the OpenAI routes) -> blobs (data URIs in sync_mode) -> fal's output."""
+"""A job's images -> their provenance marks and the bytes fal returns (jpeg or png; webp for the OpenAI
+routes) -> blobs (data URIs in sync_mode) -> fal's output."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from fluxserve.blobs.base import BlobStore, new_blob_key
 from fluxserve.blobs.expiry import BlobExpiries
 from fluxserve.core.jobs import GenerationSpec
-from fluxserve.worker import xmp
+from fluxserve.provenance.manifest import Ingredient
+from fluxserve.provenance.stamp import Provenance
 
 if TYPE_CHECKING:  # the type only: the worker never loads the engine package itself
     from fluxserve.engine.protocol import Generated
@@ -47,21 +49,33 @@ def data_uri(data: bytes, content_type: str) -> str:
 
 
 def build_output(
-    spec: GenerationSpec, generated: Generated, blobs: BlobStore, blob_keys: list[str]
-) -> dict[str, Any]:
+    spec: GenerationSpec, generated: Generated, blobs: BlobStore, blob_keys: list[str],
+    provenance: Provenance, ingredient: Ingredient | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """fal's output for one job. Each key is appended to blob_keys as soon as it is stored, so a caller whose
-    job then fails to complete can delete what was stored so far."""
+    job then fails to complete can delete what was stored so far. The marks' time is the `provenance` stage
+    of its timings."""
+    def encode_as_asked(image: Any, packet: bytes | None) -> bytes:
+        return encode(image, spec.output_format, spec.output_quality, packet)
+
+    images, seconds = [], 0.0
+    for index, image in enumerate(generated.images):
+        content_type = CONTENT_TYPES[spec.output_format]
+        stamped = provenance.stamp(image, spec, index, content_type, encode_as_asked, ingredient)
+        seconds += stamped.seconds
+        images.append(store_image(spec, stamped.data, image.width, image.height, blobs, blob_keys))
     return {
-        "images": [store_image(spec, image, blobs, blob_keys) for image in generated.images],
-        "timings": generated.timings,
+        "images": images,
+        "timings": {**generated.timings, "provenance": seconds},
         "seed": spec.seed,
         "has_nsfw_concepts": generated.has_nsfw_concepts,
         "prompt": spec.prompt,
     }
 
 
-def store_image(spec: GenerationSpec, image: Any, blobs: BlobStore, blob_keys: list[str]) -> dict[str, Any]:
-    data = encode(image, spec.output_format, spec.output_quality, xmp.packet(spec.kind))
+def store_image(
+    spec: GenerationSpec, data: bytes, width: int, height: int, blobs: BlobStore, blob_keys: list[str]
+) -> dict[str, Any]:
     content_type = CONTENT_TYPES[spec.output_format]
     if spec.sync_mode:
         url = data_uri(data, content_type)  # sync_mode: nothing is stored
@@ -72,4 +86,4 @@ def store_image(spec: GenerationSpec, image: Any, blobs: BlobStore, blob_keys: l
         blobs.put_at(key, data)
         blob_keys.append(key)
         url = blobs.url(key, spec.base_url)
-    return {"url": url, "content_type": content_type, "width": image.width, "height": image.height}
+    return {"url": url, "content_type": content_type, "width": width, "height": height}
