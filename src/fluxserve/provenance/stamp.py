@@ -84,7 +84,9 @@ class Provenance:
             from PIL import Image
 
             payload = watermark.Payload(self.server_id, image_id(spec, index, ingredient))
-            image = Image.fromarray(watermark.embed(np.asarray(image.convert("RGB")), payload))
+            pixels = np.array(image if image.mode == "RGB" else image.convert("RGB"))  # a writable copy
+            watermark.embed_in_place(pixels, payload)
+            image = Image.fromarray(pixels)
         packet = xmp.packet(spec.kind) if "metadata" in self.marks else None
         encode_started = time.perf_counter()
         data = encode(image, packet)

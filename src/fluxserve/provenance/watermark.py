@@ -82,6 +82,13 @@ def can_mark(width: int, height: int) -> bool:
 
 def embed(rgb: Any, payload: Payload) -> Any:
     """The marked copy of an (H, W, 3) uint8 RGB array (PSNR about 41 dB)."""
+    marked = rgb.copy()
+    embed_in_place(marked, payload)
+    return marked
+
+
+def embed_in_place(rgb: Any, payload: Payload) -> None:
+    """Mark a writable (H, W, 3) uint8 RGB array (a 1024x1024 image is 3 MB: a copy is worth saving)."""
     import numpy as np
 
     height, width = rgb.shape[:2]
@@ -106,9 +113,7 @@ def embed(rgb: Any, payload: Payload) -> Any:
     blue = np.ascontiguousarray(rgb[:rows, :cols, 2]).astype(np.int16)
     blue.reshape(rows // 2, 2, cols)[...] += step[:, None, :]
     np.clip(blue, 0, 255, out=blue)
-    marked = rgb.copy()
-    marked[:rows, :cols, 2] = blue
-    return marked
+    rgb[:rows, :cols, 2] = blue
 
 
 def read(rgb: Any, try_half: bool = True) -> Reading:
