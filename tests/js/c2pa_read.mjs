@@ -2,6 +2,8 @@
 // reads the manifest store of each file given, validates its active manifest against the file, and prints
 // one JSON object per file: {file, format, found, valid, codes, claimGenerator, actions}. It reads JPEG
 // and PNG (not WebP).
+// package.json pins its cbor-x's optional cbor-extract to 2.2.2 by an override: 2.2.3's prebuilt binaries are
+// missing from the registry, which leaves package-lock.json unable to list them and `npm ci` refusing it.
 import * as fs from 'node:fs/promises';
 import { JPEG, PNG, BMFF } from '@trustnxt/c2pa-ts/asset';
 import { SuperBox } from '@trustnxt/c2pa-ts/jumbf';

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from fluxserve.core.errors import JobCancelled, StoreBusy
 from fluxserve.core.jobs import PREVIEW_LEVEL, Job, JobError, LogLine, step_message
+from fluxserve.provenance.manifest import Ingredient
 from fluxserve.store.protocols import JobQueue
 from fluxserve.worker.log_writer import LogWriter
 
@@ -101,7 +102,7 @@ class Batch:
     # Redux jobs' input images, fetched before the batch was formed: the InputImage, or the fetch's error.
     images: dict[str, Future[Any]] = field(default_factory=dict)
     # The inputs of the Redux jobs that ran, by job id: their manifests' ingredients (provenance.manifest).
-    ingredients: dict[str, Any] = field(default_factory=dict)
+    ingredients: dict[str, Ingredient] = field(default_factory=dict)
     # Log lines of the stages after the last step, not yet written: they ride with the job's end (record).
     unwritten: list[tuple[str, LogLine]] = field(default_factory=list)
     _outcomes: dict[str, JobOutcome] = field(default_factory=dict, init=False)
