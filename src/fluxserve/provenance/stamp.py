@@ -37,10 +37,14 @@ class Stamped:
 class Provenance:
     """The marks one worker applies, with its signer; built once at the edge from ProvenanceSettings."""
 
-    def __init__(self, marks: frozenset[str], credentials: SigningCredentials | None = None) -> None:
+    def __init__(
+        self, marks: frozenset[str], credentials: SigningCredentials | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:  # fmt: skip
         if "c2pa" in marks and credentials is None:
             raise ValueError("the c2pa mark needs signing credentials")
         self.marks = frozenset(marks)
+        self.clock = clock
         self.credentials = credentials
         self.signer = ManifestSigner(credentials) if "c2pa" in marks and credentials is not None else None
         # The deployment's id in the watermark: its signing certificate's (0 when it has none).
@@ -77,7 +81,7 @@ class Provenance:
         ingredient: Ingredient | None = None,
     ) -> Stamped:  # fmt: skip
         """Image `index` of the job's images, marked and encoded."""
-        started = time.perf_counter()
+        started = self.clock()
         payload = None
         if "watermark" in self.marks and watermark.can_mark(image.width, image.height):
             import numpy as np
@@ -88,12 +92,12 @@ class Provenance:
             watermark.embed_in_place(pixels, payload)
             image = Image.fromarray(pixels)
         packet = xmp.packet(spec.kind) if "metadata" in self.marks else None
-        encode_started = time.perf_counter()
+        encode_started = self.clock()
         data = encode(image, packet)
-        encoding = time.perf_counter() - encode_started
+        encoding = self.clock() - encode_started
         if self.signer is not None:
             data = self.signer.sign(data, content_type, spec.kind, ingredient)
-        return Stamped(data, time.perf_counter() - started - encoding, payload)
+        return Stamped(data, self.clock() - started - encoding, payload)
 
 
 def image_id(spec: GenerationSpec, index: int, ingredient: Ingredient | None) -> int:
