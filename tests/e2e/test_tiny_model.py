@@ -129,3 +129,16 @@ def test_the_operator_pixel_cap(tiny_server):
     with tiny_server.client() as http:
         r = http.post(RUN, json={"prompt": "x", "image_size": {"width": 1040, "height": 1024}})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "image_size"]
+
+
+def test_the_served_jpegs_watermark_survives_a_quality_75_re_encode(tiny_server):
+    """The tiny model draws strong texture, the hard case for a chroma watermark (JPEG's 4:2:0 subsampling
+    blends neighbouring blocks): what a user downloads, re-encoded at quality 75, still carries its ids."""
+    from fluxserve.provenance import watermark
+
+    _, (served,) = generate(tiny_server, seed=5, image_size="landscape_4_3", output_format="jpeg")
+    found = watermark.read(np.asarray(Image.open(io.BytesIO(served)).convert("RGB"))).payload
+    assert found is not None and found.server_id == tiny_server.worker.provenance.server_id
+    again = io.BytesIO()
+    Image.open(io.BytesIO(served)).convert("RGB").save(again, format="JPEG", quality=75)
+    assert watermark.read(np.asarray(Image.open(again).convert("RGB"))).payload == found

@@ -51,7 +51,7 @@ def test_a_marked_image_reads_back_with_its_payload_and_looks_the_same():
     marked = watermark.embed(original, PAYLOAD)
     reading = watermark.read(marked)
     assert reading.payload == PAYLOAD and reading.confidence > 0.95 and reading.scale == "full"
-    assert psnr(original, marked) > 38
+    assert psnr(original, marked) > 37
 
 
 def test_invisible_watermarks_own_decoder_reads_what_fluxserve_writes():
@@ -59,7 +59,7 @@ def test_invisible_watermarks_own_decoder_reads_what_fluxserve_writes():
 
     marked = watermark.embed(picture(1), PAYLOAD)
     bgr = np.ascontiguousarray(marked[:, :, ::-1])
-    read = WatermarkDecoder("bytes", watermark.BITS).decode(bgr, "dwtDctSvd")
+    read = WatermarkDecoder("bytes", watermark.BITS).decode(bgr, "dwtDctSvd", scales=[0, watermark.SCALE, 0])
     assert read == np.packbits(PAYLOAD.bits()).tobytes()
 
 
@@ -68,7 +68,8 @@ def test_fluxserve_reads_a_mark_invisible_watermark_wrote():
 
     encoder = WatermarkEncoder()
     encoder.set_watermark("bytes", np.packbits(PAYLOAD.bits()).tobytes())
-    bgr = encoder.encode(np.ascontiguousarray(picture(2)[:, :, ::-1]), "dwtDctSvd")
+    bgr = np.ascontiguousarray(picture(2)[:, :, ::-1])
+    bgr = encoder.encode(bgr, "dwtDctSvd", scales=[0, watermark.SCALE, 0])
     assert watermark.read(np.ascontiguousarray(bgr[:, :, ::-1])).payload == PAYLOAD
 
 

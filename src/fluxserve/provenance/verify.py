@@ -218,10 +218,10 @@ def render(report: Report, source: str) -> str:
         lines.append(f"  AI system: {metadata.ai_system}; creator tool: {metadata.creator_tool}")
     mark = report.watermark
     if mark is None or not mark.found:
-        confidence = f" (block agreement {mark.confidence:.2f})" if mark else ""
+        confidence = f" (vote strength {mark.confidence:.2f})" if mark else ""
         lines.append(f"watermark: not found{confidence}")
     else:
         half = ", read as a half-size copy" if mark.read_as == "half" else ""
         lines.append(f"watermark: found: server {mark.server_id}, image {mark.image_id} "
-                     f"(block agreement {mark.confidence:.2f}{half})")  # fmt: skip
+                     f"(vote strength {mark.confidence:.2f}{half})")  # fmt: skip
     return "\n".join(lines)
