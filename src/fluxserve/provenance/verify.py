@@ -112,20 +112,17 @@ def read_manifest(data: bytes, content_type: str | None, trust_anchors: str | No
     if problems:
         state = "invalid"
     signature = active.get("signature_info", {})
+    generators = [f"{g.get('name')} {g.get('version', '')}".strip()
+                  for g in active.get("claim_generator_info", [])]  # fmt: skip
+    actions = [action for assertion in active.get("assertions", [])
+               if assertion.get("label", "").startswith("c2pa.actions")
+               for action in assertion.get("data", {}).get("actions", [])]  # fmt: skip
     return ManifestReport(
         state=state if state in ("trusted", "valid") else "invalid",
         signer=signature.get("common_name"),
         issuer=signature.get("issuer"),
-        generator=", ".join(
-            f"{g.get('name')} {g.get('version', '')}".strip() for g in active.get("claim_generator_info", [])
-        )
-        or None,  # fmt: skip
-        actions=[
-            describe_action(a)
-            for assertion in active.get("assertions", [])
-            if assertion.get("label", "").startswith("c2pa.actions")
-            for a in assertion.get("data", {}).get("actions", [])
-        ],  # fmt: skip
+        generator=", ".join(generators) or None,
+        actions=[describe_action(a) for a in actions],
         ingredients=[describe_ingredient(i) for i in active.get("ingredients", [])],
         problems=problems,
     )
