@@ -28,8 +28,9 @@ def read_manifest(data: bytes, trust: str | None = None) -> dict[str, Any]:
     (default: the in-memory development CA)."""
     import c2pa
 
-    settings = {"trust": {"trust_anchors": trust or development_ca()}, "verify": {"verify_trust": True}}
-    context = c2pa.Context(c2pa.Settings.from_dict(settings))
+    from fluxserve.provenance.verify import reading_context
+
+    context = reading_context(trust or development_ca())
     with c2pa.Reader(image_type(data), io.BytesIO(data), context=context) as reader:
         return json.loads(reader.json())
 

@@ -288,7 +288,6 @@ def add_url_flags(parser: argparse.ArgumentParser, f: Flags, env: Mapping[str, s
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     data_dir: Path = args.data_dir
-    safety = args.safety_checker
     return Settings(
         data_dir=data_dir,
         api=ApiSettings(
@@ -312,31 +311,40 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             upload_quota=args.upload_quota,
             upload_retention_s=args.upload_retention_hours * 3600,
         ),  # fmt: skip
-        engine=EngineSettings(
-            model_path=args.model or data_dir / TINY_MODEL_SUBDIR,
-            model_base=args.model_base,
-            device=args.device,
-            dtype=args.dtype,
-            safety_checker_path=Path(safety) if safety and safety != "none" else None,
-            safety_disabled=safety == "none",
-            redux_model_path=args.redux_model,
-            text_cache_size=args.text_cache,
-            warmup=warmup_settings(args),
-            memory=args.memory,
-            accel=accel_settings(args),
-        ),
+        engine=engine_settings(args),
         webhooks=webhook_settings(args),
         provenance=provenance_settings(args),
-        urls=UrlPolicy(
-            allow_private=args.allow_private_urls, allowed_networks=tuple(args.allow_network or ()),
-            max_bytes=args.fetch_max_bytes, total_timeout_s=args.fetch_timeout, max_redirects=args.fetch_max_redirects,
-        ),  # fmt: skip
+        urls=url_policy(args),
         fetch_concurrency=args.fetch_concurrency,
         worker_id=args.worker_id
         or f"{socket.gethostname()}-{Gpu(args.gpu).label if args.gpu else os.getpid()}",
         gpu=args.gpu,
         gpus=args.gpus or (),
     )
+
+
+def engine_settings(args: argparse.Namespace) -> EngineSettings:
+    safety = args.safety_checker
+    return EngineSettings(
+        model_path=args.model or args.data_dir / TINY_MODEL_SUBDIR,
+        model_base=args.model_base,
+        device=args.device,
+        dtype=args.dtype,
+        safety_checker_path=Path(safety) if safety and safety != "none" else None,
+        safety_disabled=safety == "none",
+        redux_model_path=args.redux_model,
+        text_cache_size=args.text_cache,
+        warmup=warmup_settings(args),
+        memory=args.memory,
+        accel=accel_settings(args),
+    )
+
+
+def url_policy(args: argparse.Namespace) -> UrlPolicy:
+    return UrlPolicy(
+        allow_private=args.allow_private_urls, allowed_networks=tuple(args.allow_network or ()),
+        max_bytes=args.fetch_max_bytes, total_timeout_s=args.fetch_timeout, max_redirects=args.fetch_max_redirects,
+    )  # fmt: skip
 
 
 def provenance_settings(args: argparse.Namespace) -> ProvenanceSettings:

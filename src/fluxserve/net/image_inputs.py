@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from fluxserve.blobs.base import FILES_ROUTE
-from fluxserve.blobs.content_types import image_type
+from fluxserve.blobs.content_types import DOWNLOAD_TYPE, image_type
 from fluxserve.core.errors import FluxserveError, NotFound
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
@@ -158,4 +158,4 @@ class ImageFetcher:
 
     def load(self, url: str, base_url: str) -> InputImage:
         data = self.fetch_bytes(url, base_url)
-        return InputImage(decode_image(data), data, image_type(data) or "application/octet-stream")
+        return InputImage(decode_image(data), data, image_type(data) or DOWNLOAD_TYPE)

@@ -7,6 +7,7 @@ to sign with a certificate that is its own issuer, and a verifier trusts a CA, n
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import shutil
 import tempfile
@@ -36,7 +37,7 @@ class SigningCredentials:
     key_pem: bytes
     development: bool  # the generated development CA's leaf
 
-    @property
+    @functools.cached_property  # parsed once: the algorithm, the server id and the start log all read it
     def leaf(self) -> Any:
         from cryptography import x509
 

@@ -46,7 +46,7 @@ class Provenance:
         self.marks = frozenset(marks)
         self.clock = clock
         self.credentials = credentials
-        self.signer = ManifestSigner(credentials) if "c2pa" in marks and credentials is not None else None
+        self.signer = ManifestSigner(credentials) if "c2pa" in marks else None
         # The deployment's id in the watermark: its signing certificate's (0 when it has none).
         self.server_id = credentials.server_id if credentials is not None else 0
 

@@ -92,11 +92,8 @@ def read_manifest(data: bytes, content_type: str | None, trust_anchors: str | No
 
     if content_type is None:
         return ManifestReport("absent")
-    settings: dict[str, Any] = {"verify": {"verify_trust": True}}
-    if trust_anchors:
-        settings["trust"] = {"trust_anchors": trust_anchors}
-    context = c2pa.Context(c2pa.Settings.from_dict(settings))
     try:
+        context = reading_context(trust_anchors)
         reader = c2pa.Reader.try_create(content_type, io.BytesIO(data), context=context)
     except c2pa.C2paError as exc:  # a manifest store that cannot even be parsed
         return ManifestReport("invalid", problems=[str(exc)])
@@ -126,6 +123,16 @@ def read_manifest(data: bytes, content_type: str | None, trust_anchors: str | No
         ingredients=[describe_ingredient(i) for i in active.get("ingredients", [])],
         problems=problems,
     )
+
+
+def reading_context(trust_anchors: str | None) -> Any:
+    """The C2PA library's reading context: trust checked, against these PEM CAs when given."""
+    import c2pa
+
+    settings: dict[str, Any] = {"verify": {"verify_trust": True}}
+    if trust_anchors:
+        settings["trust"] = {"trust_anchors": trust_anchors}
+    return c2pa.Context(c2pa.Settings.from_dict(settings))
 
 
 def describe_action(action: dict[str, Any]) -> str:

@@ -55,12 +55,13 @@ def build_output(
     """fal's output for one job. Each key is appended to blob_keys as soon as it is stored, so a caller whose
     job then fails to complete can delete what was stored so far. The marks' time is the `provenance` stage
     of its timings."""
+
     def encode_as_asked(image: Any, packet: bytes | None) -> bytes:
         return encode(image, spec.output_format, spec.output_quality, packet)
 
+    content_type = CONTENT_TYPES[spec.output_format]
     images, seconds = [], 0.0
     for index, image in enumerate(generated.images):
-        content_type = CONTENT_TYPES[spec.output_format]
         stamped = provenance.stamp(image, spec, index, content_type, encode_as_asked, ingredient)
         seconds += stamped.seconds
         images.append(store_image(spec, stamped.data, image.width, image.height, blobs, blob_keys))
